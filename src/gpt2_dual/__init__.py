@@ -1,0 +1,17 @@
+"""gpt2_dual: GPT-2 for PyTorch and TensorFlow/Keras 3 from one neutral core.
+
+The top-level package imports neither torch nor TensorFlow: ``gpt2_dual.pt`` and
+``gpt2_dual.tf`` hold the framework models and are imported on demand.
+
+Example:
+    >>> from gpt2_dual import GPT2Config, GPT2TokenizerFast
+    >>> tokenizer = GPT2TokenizerFast.from_pretrained("gpt2")  # bundled vocabulary offline
+    >>> tokenizer("Hello world")["input_ids"]
+    [15496, 995]
+"""
+
+from gpt2_dual.config import PRESETS, GPT2Config
+
+__version__ = "0.1.0"
+
+__all__ = ["PRESETS", "GPT2Config", "__version__"]

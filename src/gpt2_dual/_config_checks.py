@@ -1,0 +1,121 @@
+"""Field validators of ``GPT2Config``: each returns the (normalised) value or raises ValueError."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: Activation names accepted for ``activation_function`` and ``summary_activation``: the
+#: parameter-free entries of transformers' ``ACT2FN`` (``prelu``/``xielu`` carry weights).
+ACTIVATIONS = frozenset({
+    "gelu", "gelu_10", "gelu_accurate", "gelu_fast", "gelu_new", "gelu_python",
+    "gelu_python_tanh", "gelu_pytorch_tanh", "laplace", "leaky_relu", "linear", "mish",
+    "quick_gelu", "relu", "relu2", "relu6", "sigmoid", "silu", "swish", "tanh",
+})  # fmt: skip
+SUMMARY_TYPES = ("last", "first", "mean", "cls_index")
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+def _fail(name: str, value: Any, rule: str) -> ValueError:
+    return ValueError(f"GPT2Config.{name}={value!r} is invalid: {rule}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(name: str, value: Any) -> Any:
+    if not _is_int(value) or value <= 0:
+        raise _fail(name, value, "must be a positive integer")
+    return value
+
+
+def _optional_positive_int(name: str, value: Any) -> Any:
+    return value if value is None else _positive_int(name, value)
+
+
+def _token_id(name: str, value: Any) -> Any:
+    if value is None:
+        return value
+    if _is_int(value) and value >= 0:
+        return value
+    if isinstance(value, list | tuple) and value and all(_is_int(v) and v >= 0 for v in value):
+        return list(value)  # transformers allows several eos ids
+    raise _fail(name, value, "must be None, a non-negative integer or a list of them")
+
+
+def _probability(name: str, value: Any) -> Any:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
+        raise _fail(name, value, "must be a number in [0, 1)")
+    return float(value)
+
+
+def _positive_float(name: str, value: Any) -> Any:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise _fail(name, value, "must be a number > 0")
+    return float(value)
+
+
+def _non_negative_float(name: str, value: Any) -> Any:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+        raise _fail(name, value, "must be a number >= 0")
+    return float(value)
+
+
+def _flag(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise _fail(name, value, "must be True or False")
+    return value
+
+
+def _one_of(choices: Any, *, optional: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if (optional and value is None) or value in choices:
+            return value
+        listed = ", ".join(repr(c) for c in sorted(choices))
+        raise _fail(name, value, f"must be {'None or ' if optional else ''}one of {listed}")
+
+    return check
+
+
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "vocab_size": _positive_int,
+    "n_positions": _positive_int,
+    "n_embd": _positive_int,
+    "n_layer": _positive_int,
+    "n_head": _positive_int,
+    "n_inner": _optional_positive_int,
+    "activation_function": _one_of(ACTIVATIONS),
+    "resid_pdrop": _probability,
+    "embd_pdrop": _probability,
+    "attn_pdrop": _probability,
+    "summary_first_dropout": _probability,
+    "layer_norm_epsilon": _positive_float,
+    "initializer_range": _non_negative_float,
+    "summary_type": _one_of(SUMMARY_TYPES),
+    "summary_activation": _one_of(ACTIVATIONS, optional=True),
+    "summary_use_proj": _flag,
+    "summary_proj_to_labels": _flag,
+    "scale_attn_weights": _flag,
+    "use_cache": _flag,
+    "scale_attn_by_inverse_layer_idx": _flag,
+    "reorder_and_upcast_attn": _flag,
+    "add_cross_attention": _flag,
+    "tie_word_embeddings": _flag,
+    "bos_token_id": _token_id,
+    "eos_token_id": _token_id,
+    "pad_token_id": _token_id,
+    "problem_type": _one_of(PROBLEM_TYPES, optional=True),
+}
+
+
+def _check_id2label(value: Any) -> dict[int, str]:
+    if not isinstance(value, Mapping) or not value:
+        raise _fail("id2label", value, "must be a non-empty dict of label index -> name")
+    try:
+        labels = {int(k): str(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise _fail("id2label", value, "keys must be integers (or their strings)") from None
+    if sorted(labels) != list(range(len(labels))):
+        raise _fail("id2label", value, f"keys must be 0..{len(labels) - 1}")
+    return labels

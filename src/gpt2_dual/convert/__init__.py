@@ -1,0 +1,1 @@
+"""Checkpoint conversion and the ``gpt2-dual`` command line. Imports no framework."""

@@ -1,0 +1,214 @@
+"""transformers-format checkpoints on disk: find, read lazily, write (sharded, atomically).
+
+Reading goes through ``SafetensorsReader``, which maps checkpoint keys to canonical names
+(``convert.names.to_canonical_key``) and loads one tensor at a time, so a loader never holds
+two full copies of the weights. ``pytorch_model.bin`` files are found here but read only by
+``gpt2_dual.pt`` (``torch.load(weights_only=True)``): this module imports no framework.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpt2_dual._io import atomic_write, atomic_write_text
+from gpt2_dual.convert.names import to_canonical_key
+
+logger = logging.getLogger(__name__)
+
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_WEIGHTS = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+#: Looked for in this order; the first one present wins.
+WEIGHT_FILES = (SAFE_WEIGHTS, SAFE_INDEX, BIN_WEIGHTS, BIN_INDEX)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Weight files of one checkpoint.
+
+    Attributes:
+        format: ``"safetensors"`` or ``"bin"``.
+        files: local paths of the weight files (one, or every shard).
+    """
+
+    format: str
+    files: tuple[Path, ...]
+
+
+def find_checkpoint(path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) -> Checkpoint:
+    """Locate the weight files of a local folder or Hub repo (see ``WEIGHT_FILES``).
+
+    Args:
+        path_or_repo_id: local folder or Hub repo id.
+        **hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token``,
+            ``subfolder``, passed to ``gpt2_dual.hub.resolve_file``.
+
+    Raises:
+        FileNotFoundError: none of ``WEIGHT_FILES`` exists; the message lists them.
+    """
+    from gpt2_dual.hub import resolve_file
+
+    for name in WEIGHT_FILES:
+        path = resolve_file(path_or_repo_id, name, required=False, **hub_kwargs)
+        if path is None:
+            continue
+        fmt = "safetensors" if name.startswith("model.safetensors") else "bin"
+        if not name.endswith(".index.json"):
+            return Checkpoint(fmt, (Path(path),))
+        shards = sorted(set(_read_json(path)["weight_map"].values()))
+        files = tuple(Path(resolve_file(path_or_repo_id, s, **hub_kwargs)) for s in shards)
+        return Checkpoint(fmt, files)
+    raise FileNotFoundError(
+        f"no weights found in {str(path_or_repo_id)!r}: looked for {', '.join(WEIGHT_FILES)}"
+    )
+
+
+def _read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+class SafetensorsReader:
+    """Lazy canonical view of one or more safetensors files.
+
+    Args:
+        files: the weight files (all shards of one checkpoint).
+        framework: ``safe_open`` framework of the returned tensors: ``"np"``, ``"pt"``, ...
+
+    Raises:
+        ValueError: a key appears in two shards, or two keys map to one canonical name.
+    """
+
+    def __init__(self, files: tuple[Path, ...] | list[Path], framework: str = "np") -> None:
+        from safetensors import safe_open
+
+        self._handles = [safe_open(str(f), framework=framework) for f in files]
+        self._where: dict[str, tuple[int, str]] = {}
+        self.ignored: list[str] = []
+        for n, handle in enumerate(self._handles):
+            for key in handle.keys():
+                name = to_canonical_key(key)
+                if name is None:
+                    self.ignored.append(key)
+                    continue
+                if name in self._where:
+                    other = self._where[name][1]
+                    raise ValueError(f"checkpoint holds {name!r} twice: as {other!r} and {key!r}")
+                self._where[name] = (n, key)
+
+    def keys(self) -> list[str]:
+        """Canonical names present, in file order."""
+        return list(self._where)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of a tensor without reading it."""
+        n, key = self._where[name]
+        return tuple(self._handles[n].get_slice(key).get_shape())
+
+    def dtype(self, name: str) -> str:
+        """safetensors dtype string (``"F32"``, ``"BF16"``, ...) without reading the tensor."""
+        n, key = self._where[name]
+        return self._handles[n].get_slice(key).get_dtype()
+
+    def __getitem__(self, name: str) -> Any:
+        n, key = self._where[name]
+        return self._handles[n].get_tensor(key)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """(canonical name, tensor) pairs, one tensor read at a time."""
+        for name in self._where:
+            yield name, self[name]
+
+
+def parse_size(size: int | str) -> int:
+    """``"5GB"``/``"500MB"``/``"10KiB"``/int -> bytes (transformers' convention: GB = 10**9)."""
+    if isinstance(size, int):
+        return size
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
+    text = size.strip().upper()
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"max_shard_size={size!r} is not a size like 5GB, 500MB or 10000")
+
+
+def save_safetensors(
+    state: Mapping[str, Any],
+    save_directory: str | os.PathLike,
+    *,
+    max_shard_size: int | str = "5GB",
+    metadata: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """Write numpy arrays as ``model.safetensors``, or shards plus an index past the size.
+
+    Shards are named as transformers names them (``model-00001-of-00002.safetensors``); each
+    file is written to a temporary name and renamed. Stale weight files of another layout in
+    the folder are removed so a reader never picks the wrong one.
+
+    Args:
+        state: key -> numpy array (keys as they should appear on disk).
+        save_directory: folder to write into (created if needed).
+        max_shard_size: largest shard in bytes (or ``"5GB"``-style string).
+        metadata: safetensors metadata; ``{"format": "pt"}`` by default, as transformers writes.
+
+    Returns:
+        The written weight files (plus the index when sharded).
+    """
+    from safetensors.numpy import save
+
+    folder = Path(save_directory)
+    meta = dict(metadata or {"format": "pt"})
+    shards = _plan_shards(state, parse_size(max_shard_size))
+    names = (
+        [SAFE_WEIGHTS]
+        if len(shards) == 1
+        else [f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors" for n in range(len(shards))]
+    )
+    written = []
+    for name, keys in zip(names, shards, strict=True):
+        blob = save({k: state[k] for k in keys}, metadata=meta)
+        written.append(atomic_write(folder / name, lambda f, b=blob: f.write(b)))
+    if len(shards) > 1:
+        total = sum(int(state[k].nbytes) for k in state)
+        weight_map = {k: name for name, keys in zip(names, shards, strict=True) for k in keys}
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        written.append(atomic_write_text(folder / SAFE_INDEX, json.dumps(index, indent=2) + "\n"))
+    _remove_stale(folder, keep={p.name for p in written})
+    return written
+
+
+def _plan_shards(state: Mapping[str, Any], limit: int) -> list[list[str]]:
+    shards: list[list[str]] = [[]]
+    size = 0
+    for key, array in state.items():
+        nbytes = int(array.nbytes)
+        if shards[-1] and size + nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += nbytes
+    return shards
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    for path in folder.iterdir():
+        stale = path.name in WEIGHT_FILES or (
+            path.name.startswith("model-") and path.name.endswith(".safetensors")
+        )
+        if stale and path.name not in keep:
+            logger.info("removing stale weight file %s", path)
+            path.unlink()
