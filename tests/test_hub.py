@@ -205,9 +205,13 @@ def test_offline_empty_cache(hub, monkeypatch):
     assert hub.requests == []
 
 
-def test_offline_optional_file_of_cached_revision(hub):
+def test_offline_optional_file_is_absent_only_when_the_hub_said_so(hub):
     _tiny(hub)
     resolve_file("me/tiny", "config.json")
+    # Never asked online: offline we cannot know whether it exists.
+    with pytest.raises(OfflineMiss, match="'added_tokens.json' of Hub repo 'me/tiny'"):
+        resolve_file("me/tiny", "added_tokens.json", local_files_only=True, required=False)
+    assert resolve_file("me/tiny", "added_tokens.json", required=False) is None  # Hub: 404
     assert (
         resolve_file("me/tiny", "added_tokens.json", local_files_only=True, required=False) is None
     )

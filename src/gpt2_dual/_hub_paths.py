@@ -19,14 +19,14 @@ from pathlib import Path
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PROBE_TIMEOUT_S = 3.0
-PROBE_MEMORY_S = 30.0  # a failed probe is remembered this long, so a burst of calls waits once
+PROBE_MEMORY_S = 30.0  # a probe's answer is remembered this long, so a burst of calls probes once
 
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 _REPO_PART = r"[\w](?:[\w.-]*[\w])?"
 _REPO_ID_RE = re.compile(rf"(?:{_REPO_PART}/)?{_REPO_PART}")
 _REPO_ID_MAX = 96
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-_failed_probes: dict[str, tuple[float, str]] = {}
+_probes: dict[str, tuple[float, str | None]] = {}
 
 
 def library_info() -> dict[str, str]:
@@ -106,14 +106,14 @@ class HubCall:
 def probe_endpoint(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Try one TCP connection to the endpoint's host; ``None`` if it opened (or cannot be judged).
 
-    A proxied endpoint is not probed (``None``): only the proxy knows the way. A failure is
+    A proxied endpoint is not probed (``None``): only the proxy knows the way. The answer is
     remembered for ``PROBE_MEMORY_S`` seconds.
 
     Returns:
         ``None``, or a short reason (``"cannot connect to HOST:PORT (ConnectionRefusedError)"``).
     """
     now = time.monotonic()
-    remembered = _failed_probes.get(endpoint)
+    remembered = _probes.get(endpoint)
     if remembered is not None and now - remembered[0] < PROBE_MEMORY_S:
         return remembered[1]
     parts = urllib.parse.urlsplit(endpoint)
@@ -126,11 +126,10 @@ def probe_endpoint(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> str | Non
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         with socket.create_connection((host, port), timeout=timeout):
-            _failed_probes.pop(endpoint, None)
-            return None
+            reason = None
     except (OSError, ValueError) as err:
         reason = f"cannot connect to {parts.netloc} ({type(err).__name__})"
-    _failed_probes[endpoint] = (now, reason)
+    _probes[endpoint] = (now, reason)
     return reason
 
 
@@ -228,22 +227,19 @@ def has_matching_file(folder: Path, patterns: list[str] | None) -> bool:
     return False
 
 
-def cached_revision_known(call: HubCall, relpath: str) -> bool:
-    """Whether the Hub cache knows the revision of ``call`` (so a missing file is really absent).
+def recorded_missing(call: HubCall, relpath: str) -> bool:
+    """Whether huggingface_hub recorded ``relpath`` as absent from the call's revision.
 
-    True when huggingface_hub recorded the file as missing (``.no_exist``) or holds a snapshot
-    of the revision.
+    Only its ``.no_exist`` marker (written when the Hub answered "no such file") proves absence
+    offline; a cached snapshot of the revision does not, since other files may never have been
+    asked for.
     """
     storage = call.cache_dir / ("models--" + call.repo_id.replace("/", "--"))
     commit: str | None = call.revision if _COMMIT_RE.fullmatch(call.revision) else None
     ref = storage / "refs" / call.revision
     if commit is None and ref.is_file():
         commit = ref.read_text(encoding="utf-8").strip()
-    if not commit:
-        return False
-    return (storage / ".no_exist" / commit / relpath).is_file() or (
-        storage / "snapshots" / commit
-    ).is_dir()
+    return bool(commit) and (storage / ".no_exist" / commit / relpath).is_file()
 
 
 def is_network_error(err: BaseException) -> bool:

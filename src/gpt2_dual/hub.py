@@ -124,7 +124,8 @@ def resolve_file(
     relpath = f"{subfolder.strip('/')}/{filename}" if subfolder else filename
     call = paths.HubCall.make(repo_id, f"file '{relpath}'", revision, cache_dir, local_files_only)
     bundle_repo = repo_id in BUNDLED_GPT2_REPOS and not subfolder and call.revision == "main"
-    if bundle_repo and not call.offline:
+    if not call.offline:
+        # One quick TCP probe: huggingface_hub would retry an unreachable endpoint for ~20 s.
         call = call.with_reachability()
     try:
         return Path(_download(call, filename, subfolder, revision, token))
@@ -136,10 +137,9 @@ def resolve_file(
             return _bundled_file(repo_id, filename, call)
         if not required and isinstance(mapped, FileNotFoundInRepo):
             return None
+        bundled_optional = bundle_repo and filename in TOKENIZER_FILES
         if not required and isinstance(mapped, OfflineMiss):
-            if (bundle_repo and filename in TOKENIZER_FILES) or paths.cached_revision_known(
-                call, relpath
-            ):
+            if bundled_optional or paths.recorded_missing(call, relpath):
                 logger.info("%s: '%s' is not in the Hub cache; treated as absent", repo_id, relpath)
                 return None
         raise mapped from err
