@@ -11,7 +11,19 @@ Example:
 """
 
 from gpt2_dual.config import PRESETS, GPT2Config
+from gpt2_dual.tokenizer import GPT2TokenizerBase
+from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
+from gpt2_dual.tokenizer_encoding import BatchEncoding
+from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "GPT2Config", "__version__"]
+__all__ = [
+    "PRESETS",
+    "BatchEncoding",
+    "GPT2Config",
+    "GPT2Tokenizer",
+    "GPT2TokenizerBase",
+    "GPT2TokenizerFast",
+    "__version__",
+]

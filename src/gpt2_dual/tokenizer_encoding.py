@@ -1,0 +1,252 @@
+"""``BatchEncoding`` and the padding, truncation and tensor steps of tokenizer calls.
+
+These follow transformers' ``PreTrainedTokenizerBase`` for single sequences: the same
+strategies, the same defaults and the same results, in plain Python on lists of ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PADDING_VALUES = ("longest", "max_length", "do_not_pad")
+TRUNCATION_VALUES = ("longest_first", "only_first", "do_not_truncate")
+TENSOR_TYPES = (None, "np", "pt", "tf")
+SIDES = ("left", "right")
+
+PAD_TOKEN_MISSING = (
+    "Asking to pad but the tokenizer does not have a padding token. Please select a token to use "
+    "as `pad_token` `(tokenizer.pad_token = tokenizer.eos_token e.g.)` or add a new pad token via "
+    "`tokenizer.add_special_tokens({'pad_token': '[PAD]'})`."
+)
+
+
+class BatchEncoding(dict):
+    """The output of a tokenizer call: a dict with attribute access.
+
+    Keys are ``input_ids``, ``attention_mask`` and, when asked for, ``offset_mapping`` and
+    ``length``. Values are lists (one sequence) or lists of lists (a batch), or tensors of
+    the type named by ``return_tensors``.
+
+    Example:
+        >>> enc = BatchEncoding({"input_ids": [15496, 995]})
+        >>> enc.input_ids
+        [15496, 995]
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no key {name!r}") from None
+
+    def convert_to_tensors(self, tensor_type: str | None) -> BatchEncoding:
+        """Convert every value in place to ``tensor_type`` ("np", "pt", "tf"); return self.
+
+        Raises:
+            ValueError: unknown tensor type, or sequences of different lengths.
+            ImportError: torch / TensorFlow asked for but not installed.
+        """
+        check_tensor_type(tensor_type)
+        if tensor_type is not None:
+            for key, value in self.items():
+                self[key] = to_tensor(key, value, tensor_type)
+        return self
+
+
+def check_text(text: Any) -> bool:
+    """True for a batch (list of str), False for one str; TypeError for anything else."""
+    if isinstance(text, str):
+        return False
+    if isinstance(text, list | tuple) and all(isinstance(t, str) for t in text):
+        return True
+    raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
+
+
+def check_side(name: str, side: str) -> str:
+    """``side`` if it is "left" or "right"; ValueError naming option ``name`` otherwise."""
+    if side not in SIDES:
+        raise ValueError(f"{name} must be 'left' or 'right', got {side!r}")
+    return side
+
+
+def check_tensor_type(tensor_type: str | None) -> None:
+    """Raise ValueError unless ``tensor_type`` is None, "np", "pt" or "tf"."""
+    if tensor_type not in TENSOR_TYPES:
+        raise ValueError(
+            f"return_tensors must be one of None, 'np', 'pt', 'tf'; got {tensor_type!r}"
+        )
+
+
+def to_tensor(key: str, value: list[Any], tensor_type: str) -> Any:
+    """One value as a tensor: int64 for numpy and torch, ``tf.constant``'s int32 for TF.
+
+    Raises:
+        ValueError: rows of different lengths (padding or truncation was needed).
+        ImportError: torch / TensorFlow missing.
+    """
+    lengths = {len(row) for row in value if isinstance(row, list)}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"Cannot make {tensor_type!r} tensors of {key!r}: the sequences have different "
+            f"lengths (from {min(lengths)} to {max(lengths)}). Pass padding=True (or "
+            "padding='max_length' with max_length) to get tensors of equal length."
+        )
+    if tensor_type == "np":
+        import numpy as np
+
+        return np.asarray(value, dtype=np.int64)
+    if tensor_type == "pt":
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError("return_tensors='pt' needs PyTorch: pip install torch") from e
+        return torch.tensor(value, dtype=torch.int64)
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ImportError("return_tensors='tf' needs TensorFlow: pip install tensorflow") from e
+    return tf.constant(value)
+
+
+def padding_strategy(padding: bool | str) -> str:
+    """Normalise ``padding`` to "do_not_pad", "longest" or "max_length".
+
+    Raises:
+        ValueError: an unknown value.
+    """
+    if isinstance(padding, bool):
+        return "longest" if padding else "do_not_pad"
+    if isinstance(padding, str) and padding in PADDING_VALUES:
+        return padding
+    raise ValueError(
+        f"padding must be one of True, False, 'longest', 'max_length', 'do_not_pad'; "
+        f"got {padding!r}"
+    )
+
+
+def truncation_enabled(truncation: bool | str | None, max_length: int | None, padding: str) -> bool:
+    """Whether to truncate, as transformers decides (``max_length`` alone truncates, with a
+    warning, unless padding is asked for).
+
+    Raises:
+        ValueError: an unknown value (including "only_second", which needs a text pair).
+    """
+    if truncation is None:
+        if max_length is not None and padding == "do_not_pad":
+            logger.warning(
+                "Truncation was not explicitly activated but `max_length` is provided a specific "
+                "value, please use `truncation=True` to explicitly truncate examples to max "
+                "length. Defaulting to 'longest_first' truncation strategy."
+            )
+            return True
+        return False
+    if isinstance(truncation, bool):
+        return truncation
+    if isinstance(truncation, str) and truncation in TRUNCATION_VALUES:
+        return truncation != "do_not_truncate"
+    raise ValueError(
+        "truncation must be one of True, False, 'longest_first', 'only_first', "
+        f"'do_not_truncate' (text pairs are not supported); got {truncation!r}"
+    )
+
+
+def resolve_max_length(
+    max_length: int | None, needed: bool, model_max_length: int, very_large: int
+) -> int | None:
+    """``max_length``, or ``model_max_length`` when truncation/padding to a length needs one.
+
+    Raises:
+        ValueError: a length is needed but neither is set, or ``max_length`` is not positive.
+    """
+    if max_length is not None:
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        return max_length
+    if not needed:
+        return None
+    if model_max_length >= very_large:
+        raise ValueError(
+            "truncation=True or padding='max_length' needs a length: pass max_length (this "
+            "tokenizer has no model_max_length)"
+        )
+    return model_max_length
+
+
+def truncate(seq: list[Any], limit: int, side: str) -> list[Any]:
+    """The first ``limit`` items of ``seq``, or the last ones for ``side="left"``."""
+    if len(seq) <= limit:
+        return seq
+    return seq[len(seq) - limit :] if side == "left" else seq[:limit]
+
+
+def pad_target(
+    lengths: Sequence[int], strategy: str, max_length: int | None, multiple: int | None
+) -> int | None:
+    """The padded length of every row, or ``None`` for no padding."""
+    if strategy == "do_not_pad":
+        return None
+    target = max(lengths, default=0) if strategy == "longest" else max_length
+    if target is not None and multiple and target % multiple:
+        target = (target // multiple + 1) * multiple
+    return target
+
+
+def pad_rows(rows: list[list[Any]], target: int, value: Any, side: str) -> list[list[Any]]:
+    """Pad each row to ``target`` with ``value`` on ``side``; longer rows are left as they are."""
+    out = []
+    for row in rows:
+        n = target - len(row)
+        if n <= 0:
+            out.append(row)
+        elif side == "left":
+            out.append([value] * n + row)
+        else:
+            out.append(row + [value] * n)
+    return out
+
+
+def build_encoding(
+    ids: list[list[int]],
+    offsets: list[list[tuple[int, int]]] | None,
+    *,
+    pad_to: int | None,
+    pad_id: int | None,
+    side: str,
+    attention_mask: bool,
+    lengths: bool,
+    batched: bool,
+    tensor_type: str | None,
+) -> BatchEncoding:
+    """The ``BatchEncoding`` of a tokenizer call: padded rows, masks, offsets, lengths.
+
+    Args:
+        ids: the ids of each text (truncated, with special tokens).
+        offsets: their character spans, or None.
+        pad_to: the padded length (``pad_target``), or None for no padding.
+        pad_id: the pad token id.
+        side: "left" or "right" padding.
+        attention_mask: include ``attention_mask``.
+        lengths: include ``length`` (lengths before padding).
+        batched: False to return one sequence without the batch level (lists only).
+        tensor_type: None, "np", "pt" or "tf".
+    """
+    sizes = [len(s) for s in ids]
+    masks = [[1] * n for n in sizes]
+    if pad_to is not None:
+        ids = pad_rows(ids, pad_to, pad_id, side)
+        masks = pad_rows(masks, pad_to, 0, side)
+        offsets = None if offsets is None else pad_rows(offsets, pad_to, (0, 0), side)
+    data: dict[str, Any] = {"input_ids": ids}
+    if attention_mask:
+        data["attention_mask"] = masks
+    if offsets is not None:
+        data["offset_mapping"] = offsets
+    if lengths:
+        data["length"] = sizes
+    if not batched and tensor_type is None:
+        data = {k: v[0] for k, v in data.items()}
+    return BatchEncoding(data).convert_to_tensors(tensor_type)

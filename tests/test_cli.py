@@ -1,0 +1,52 @@
+"""The ``gpt2-dual`` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+import gpt2_dual
+from gpt2_dual.convert.cli import main
+
+
+def test_console_script_is_registered():
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "gpt2-dual"]
+    assert script.value == "gpt2_dual.convert.cli:main"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"gpt2-dual {gpt2_dual.__version__}\n"
+
+
+def test_help_lists_subcommands():
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt2_dual.convert.cli", "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout.startswith("usage: gpt2-dual")
+    assert "tokenize" in result.stdout
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["fast", "pure"])
+def test_tokenize_prints_the_tokenizer_ids(capsys, pure):
+    from gpt2_dual import GPT2TokenizerFast
+
+    text = "Hello, I'm a language model,"
+    assert main(["tokenize", text] + (["--pure"] if pure else [])) == 0
+    ids = json.loads(capsys.readouterr().out)
+    assert ids == GPT2TokenizerFast.from_pretrained("gpt2").encode(text)
+    assert ids[:2] == [15496, 11]  # "Hello", "," in OpenAI's GPT-2 vocabulary
+
+
+def test_unknown_subcommand_exits_with_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
