@@ -1,0 +1,361 @@
+"""Files and options of ``from_pretrained``/``save_pretrained`` (see ``pt/weights.py``).
+
+Reading safetensors with plain ``read`` calls, one tensor at a time (``SafetensorsFiles``);
+finding and reading ``pytorch_model*.bin`` (``torch.load(weights_only=True)``, never a general
+unpickle); resolving ``dtype`` and config overrides; writing transformers-format weight files
+(one file, or shards plus an index), each atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from gpt2_dual._io import atomic_write, atomic_write_text
+from gpt2_dual.config import ALIASES, GPT2_DEFAULTS, INHERITED_DEFAULTS, GPT2Config
+from gpt2_dual.convert import hf
+from gpt2_dual.convert.names import to_canonical_key
+
+logger = logging.getLogger(__name__)
+
+#: Config keys accepted as ``from_pretrained`` overrides besides GPT-2's own fields.
+EXTRA_OVERRIDES = frozenset(
+    {"num_labels", "id2label", "label2id", "classifier_dropout", "hidden_dropout"}
+)
+BIN_STEM = "pytorch_model"
+
+
+# --------------------------------------------------------------------------- reading
+#: safetensors dtype names -> torch dtypes (the ones a GPT-2 checkpoint can hold).
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+_MAX_HEADER = 100_000_000  # bytes; the safetensors library's own limit
+
+
+class SafetensorsFiles:
+    """Canonical view of safetensors files that reads each tensor with ``readinto``.
+
+    Unlike a memory map, plain reads leave no file pages mapped into the process, so loading
+    holds one copy of the weights (plus the tensor being read) instead of two in its resident
+    memory. Same interface as ``hf.SafetensorsReader``: ``keys()``, ``shape(name)``,
+    ``[name]`` (a new CPU tensor), ``ignored``.
+
+    Raises:
+        ValueError: a file is not valid safetensors (header, dtype or offsets), or two keys
+            map to one canonical name.
+    """
+
+    def __init__(self, files: Iterable[Path]) -> None:
+        self._where: dict[str, tuple[Path, str, tuple[int, ...], int, int]] = {}
+        self.ignored: list[str] = []
+        for path in files:
+            for key, (dtype, shape, start, end) in _read_header(Path(path)).items():
+                name = to_canonical_key(key)
+                if name is None:
+                    self.ignored.append(key)
+                elif name in self._where:
+                    raise ValueError(f"checkpoint holds {name!r} twice (second time as {key!r})")
+                else:
+                    self._where[name] = (Path(path), dtype, shape, start, end)
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._where[name][2]
+
+    def dtype(self, name: str) -> torch.dtype:
+        return _DTYPES[self._where[name][1]]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        path, dtype, shape, start, end = self._where[name]
+        tensor = torch.empty(shape, dtype=_DTYPES[dtype])
+        buffer = tensor.view(-1).view(torch.uint8).numpy()  # the tensor's own bytes
+        with open(path, "rb") as f:
+            f.seek(start)
+            if f.readinto(buffer) != end - start:
+                raise ValueError(f"{path} is truncated: tensor {name!r} ends past the file")
+        return tensor
+
+
+class MappingView:
+    """A Mapping (numpy arrays or torch tensors) seen through canonical names, like
+    ``SafetensorsFiles``: ``transformer.`` stripped, ignored buffers set aside.
+
+    Raises:
+        ValueError: two keys map to one canonical name.
+    """
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self._state = state
+        self._where: dict[str, str] = {}
+        self.ignored: list[str] = []
+        for key in state:
+            name = to_canonical_key(key)
+            if name is None:
+                self.ignored.append(key)
+            elif name in self._where:
+                first = self._where[name]
+                raise ValueError(f"state holds {name!r} twice: as {first!r} and {key!r}")
+            else:
+                self._where[name] = key
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._state[self._where[name]].shape)
+
+    def dtype(self, name: str) -> torch.dtype:
+        value = self._state[self._where[name]]
+        if isinstance(value, torch.Tensor):
+            return value.dtype
+        return torch.from_numpy(np.empty(0, dtype=np.asarray(value).dtype)).dtype
+
+    def __getitem__(self, name: str) -> Any:
+        return self._state[self._where[name]]
+
+
+def _read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """key -> (dtype, shape, absolute start, end) from a safetensors header, checked."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if not 0 < length <= min(_MAX_HEADER, size - 8):
+            raise ValueError(f"{path} is not a safetensors file (header length {length})")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a safetensors file: {err}") from None
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+        itemsize = _DTYPES[dtype].itemsize if dtype in _DTYPES else None
+        fits = 0 <= start <= end and 8 + length + end <= size
+        if itemsize is None or end - start != itemsize * math.prod(shape) or not fits:
+            raise ValueError(
+                f"{path}: tensor {key!r} has dtype {dtype}, shape {list(shape)} and byte range "
+                f"{start}..{end}, which do not fit together or the file"
+            )
+        out[key] = (dtype, shape, 8 + length + start, 8 + length + end)
+    return out
+
+
+def find_weights(path_or_repo_id: Any, use_safetensors: bool | None, hub: dict) -> hf.Checkpoint:
+    """The checkpoint's weight files; ``use_safetensors`` as in ``from_pretrained``."""
+    if use_safetensors is not False:
+        found = hf.find_checkpoint(path_or_repo_id, **hub)
+        if use_safetensors and found.format != "safetensors":
+            raise FileNotFoundError(
+                f"no safetensors weights in {str(path_or_repo_id)!r} (looked for "
+                f"{hf.SAFE_WEIGHTS}, {hf.SAFE_INDEX}); pass use_safetensors=None to accept "
+                f"{hf.BIN_WEIGHTS}"
+            )
+        return found
+    from gpt2_dual.hub import resolve_file
+
+    for name in (hf.BIN_WEIGHTS, hf.BIN_INDEX):
+        path = resolve_file(path_or_repo_id, name, required=False, **hub)
+        if path is None:
+            continue
+        if name == hf.BIN_WEIGHTS:
+            return hf.Checkpoint("bin", (Path(path),))
+        shards = sorted(set(json.loads(Path(path).read_text("utf-8"))["weight_map"].values()))
+        files = tuple(Path(resolve_file(path_or_repo_id, s, **hub)) for s in shards)
+        return hf.Checkpoint("bin", files)
+    raise FileNotFoundError(
+        f"no weights found in {str(path_or_repo_id)!r} with use_safetensors=False: looked for "
+        f"{hf.BIN_WEIGHTS}, {hf.BIN_INDEX}"
+    )
+
+
+def read_bin(files: Iterable[Path]) -> dict[str, Any]:
+    """Tensors of ``pytorch_model*.bin`` files, memory-mapped, via ``weights_only=True``.
+
+    Raises:
+        pickle.UnpicklingError: a file holds objects other than tensors and plain containers.
+        TypeError: a file holds something other than a dict of tensors.
+    """
+    state: dict[str, Any] = {}
+    for path in files:
+        try:
+            try:
+                shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                # The legacy (pre-zipfile) torch.save format cannot be memory-mapped.
+                shard = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise pickle.UnpicklingError(
+                f"gpt2_dual refused to unpickle {path}: it holds more than tensors, and "
+                "weights_only=True allows tensors only. Convert it to safetensors in a trusted "
+                f"environment. torch said: {err}"
+            ) from err
+        if not isinstance(shard, Mapping):
+            raise TypeError(f"{path} holds a {type(shard).__name__}, not a dict of tensors")
+        state.update(shard)
+    return state
+
+
+# --------------------------------------------------------------------------- options
+def resolve_dtype(dtype: Any, config: GPT2Config, view: Any) -> torch.dtype:
+    """``dtype`` argument -> torch dtype (None: torch's default; ``"auto"``: the config's
+    ``dtype``/``torch_dtype``, else the checkpoint's ``wte.weight``)."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if dtype == "auto":
+        dtype = config.extra.get("dtype") or config.extra.get("torch_dtype")
+        if dtype is None:
+            return view.dtype("wte.weight") if "wte.weight" in view.keys() else torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"dtype must be a floating torch.dtype, its name, or 'auto'; got {dtype!r}"
+        )
+    return dtype
+
+
+def build_config(
+    path_or_repo_id: Any, config: GPT2Config | None, hub: dict, overrides: Mapping[str, Any]
+) -> GPT2Config:
+    """The checkpoint's config (or a copy of ``config``) with ``overrides`` set and validated.
+
+    Raises:
+        TypeError: an override is neither a GPT2Config field nor a key of the config file.
+    """
+    config = GPT2Config.from_pretrained(path_or_repo_id, **hub) if config is None else config.copy()
+    known = {*GPT2_DEFAULTS, *INHERITED_DEFAULTS, *ALIASES, *EXTRA_OVERRIDES, *config.extra}
+    unknown = sorted(k for k in overrides if k not in known)
+    if unknown:
+        hint = " (use dtype=)" if "torch_dtype" in unknown else ""
+        raise TypeError(
+            f"from_pretrained() got unexpected keyword arguments {unknown}{hint}: they are "
+            "neither loading options nor GPT2Config fields"
+        )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+# --------------------------------------------------------------------------- building
+class NoInitOnMeta(TorchFunctionMode):
+    """Skip in-place initializers on ``meta`` tensors while a model is built there: they have
+    no data, and ``normal_`` on meta would import torch's Python reference kernels (seconds)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # nn.init passes tensor=...
+        initializer = func in _INITIALIZERS or getattr(func, "__module__", "") == "torch.nn.init"
+        if initializer and getattr(target, "is_meta", False):
+            return target
+        return func(*args, **kwargs)
+
+
+_INITIALIZERS = {getattr(torch.Tensor, f"{op}_") for op in ("normal", "uniform", "fill", "zero")}
+
+
+def materialise(model: nn.Module, device: torch.device) -> None:
+    """Give a model built on ``meta`` empty tensors on ``device`` (``nn.Module.to_empty``).
+
+    Raises:
+        RuntimeError: the model has buffers; their values cannot come from a checkpoint.
+    """
+    buffers = [name for name, _ in model.named_buffers()]
+    if buffers:
+        raise RuntimeError(
+            f"{type(model).__name__} has buffers {buffers} that loading cannot fill (they are "
+            "not in the weight-name table); gpt2_dual bug"
+        )
+    model.to_empty(device=device)
+
+
+# --------------------------------------------------------------------------- writing
+def write_weights(
+    state: Mapping[str, torch.Tensor], folder: Path, max_shard_size: int | str, safe: bool
+) -> list[Path]:
+    """Write ``state`` (disk keys -> tensors, any layout) as one file or shards plus index.
+
+    Shard names follow transformers (``model-00001-of-00002.safetensors``,
+    ``pytorch_model-00001-of-00002.bin``). Weight files of another layout are removed after
+    the new ones are in place, so a reader never picks a stale one.
+    """
+    shards = _plan_shards(state, hf.parse_size(max_shard_size))
+    stem, ext = ("model", "safetensors") if safe else (BIN_STEM, "bin")
+    count = len(shards)
+    names = [f"{stem}.{ext}"] if count == 1 else [
+        f"{stem}-{n + 1:05d}-of-{count:05d}.{ext}" for n in range(count)
+    ]  # fmt: skip
+    written = [
+        atomic_write(folder / name, lambda f, k=keys: _write_shard(f, state, k, safe))
+        for name, keys in zip(names, shards, strict=True)
+    ]
+    if count > 1:
+        weight_map = {k: name for name, keys in zip(names, shards, strict=True) for k in keys}
+        index = {
+            "metadata": {"total_size": sum(t.nbytes for t in state.values())},
+            "weight_map": dict(sorted(weight_map.items())),
+        }
+        index_name = hf.SAFE_INDEX if safe else hf.BIN_INDEX
+        written.append(atomic_write_text(folder / index_name, json.dumps(index, indent=2) + "\n"))
+    _remove_stale(folder, {p.name for p in written})
+    return written
+
+
+def save_config(config: GPT2Config, class_name: str, dtype: torch.dtype, folder: Path) -> Path:
+    """``config.json`` with ``architectures`` and ``dtype`` as transformers writes them."""
+    data = config.to_dict()
+    data.pop("torch_dtype", None)
+    data.update(architectures=[class_name], dtype=str(dtype).removeprefix("torch."))
+    return GPT2Config.from_dict(data).save_pretrained(folder)
+
+
+def _plan_shards(state: Mapping[str, torch.Tensor], limit: int) -> list[list[str]]:
+    shards: list[list[str]] = [[]]
+    size = 0
+    for key, tensor in state.items():
+        if shards[-1] and size + tensor.nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += tensor.nbytes
+    return shards
+
+
+def _write_shard(f: io.BufferedIOBase, state: Mapping, keys: list[str], safe: bool) -> None:
+    # One shard's contiguous copies at a time: transposed views become real tensors here.
+    tensors = {k: state[k].contiguous().cpu() for k in keys}
+    if safe:
+        from safetensors.torch import save
+
+        f.write(save(tensors, metadata={"format": "pt"}))
+    else:
+        torch.save({k: t.clone() for k, t in tensors.items()}, f)  # clone: own storage each
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    for path in folder.iterdir():
+        name = path.name
+        shard = name.startswith(("model-", f"{BIN_STEM}-")) and name.endswith(
+            (".safetensors", ".bin")
+        )
+        if (name in hf.WEIGHT_FILES or shard) and name not in keep:
+            logger.info("removing stale weight file %s", path)
+            path.unlink()

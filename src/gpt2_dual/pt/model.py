@@ -1,0 +1,336 @@
+"""``GPT2PreTrainedModel`` (what every model shares) and the ``GPT2Model`` backbone.
+
+Shapes: B batch, T new tokens, P cached tokens, S key positions (P + T; ``S_max`` with a
+``StaticCache``), C ``n_embd``, H heads.
+
+Inputs are checked, folded and given positions by ``inputs.py`` (validation rules, positions
+from the attention mask, ``(B, N, T)`` multiple-choice inputs); the forward pass itself is
+embeddings, one ``AttentionMask`` for all layers, the blocks and ``ln_f``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from gpt2_dual.config import GPT2Config
+from gpt2_dual.outputs import BaseModelOutput
+from gpt2_dual.pt.attention import Attention, AttentionMask, causal_mask, check_backend
+from gpt2_dual.pt.cache import DynamicCache, StaticCache, as_cache
+from gpt2_dual.pt.inputs import check_inputs, fold, positions, unfold
+from gpt2_dual.pt.layers import MLP, Block
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GPT2Model", "GPT2PreTrainedModel"]
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning(message)
+
+
+class GPT2PreTrainedModel(nn.Module):
+    """What every gpt2_dual.pt model shares: config, initialization, tying, loading, backends.
+
+    Args:
+        config: the model's config; sizes are locked once the model is built.
+        attn_implementation: ``"sdpa"`` (default), ``"eager"`` or ``"flash_attention_2"``.
+
+    Raises:
+        ValueError: unknown ``attn_implementation``.
+        ImportError: ``"flash_attention_2"`` without the ``flash_attn`` package.
+    """
+
+    #: Key of ``gpt2_dual.heads.HEAD_SPECS``.
+    head: ClassVar[str]
+
+    def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
+        super().__init__()
+        if not isinstance(config, GPT2Config):
+            raise TypeError(f"config must be a gpt2_dual GPT2Config, got {type(config).__name__}")
+        self.config = config
+        self.attn_implementation = check_backend(attn_implementation)
+
+    def _finish_init(self, *modules: nn.Module) -> None:
+        """End of a subclass ``__init__``: lock sizes, initialize ``modules``, tie."""
+        self.config.lock_shapes(type(self).__name__)
+        if not next(self.parameters()).is_meta:  # meta: the loader fills the tensors
+            with torch.no_grad():
+                for module in modules:
+                    module.apply(self._init_module)
+        self.tie_weights()
+
+    # ----------------------------------------------------------------- weights
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any):
+        """Load a transformers-format checkpoint; see ``gpt2_dual.pt.weights.from_pretrained``.
+
+        Example:
+            >>> model = GPT2LMHeadModel.from_pretrained("gpt2")  # doctest: +SKIP
+        """
+        from gpt2_dual.pt.weights import from_pretrained
+
+        return from_pretrained(cls, path_or_repo_id, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
+        """Save as transformers does; see ``gpt2_dual.pt.weights.save_pretrained``."""
+        from gpt2_dual.pt.weights import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear | nn.Embedding):
+            module.weight.normal_(0.0, std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.zero_()
+        if isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        if isinstance(module, Attention | MLP):
+            # GPT-2's residual scaling: two residual additions per block.
+            module.c_proj.weight.normal_(0.0, std / math.sqrt(2 * self.config.n_layer))
+
+    def init_weights(self) -> None:
+        """transformers' initialization of every parameter, then ``tie_weights``.
+
+        Linear and embedding weights ~ N(0, initializer_range), biases 0, LayerNorm 1 and 0,
+        ``c_proj`` weights ~ N(0, initializer_range / sqrt(2 * n_layer)).
+        """
+        with torch.no_grad():
+            self.apply(self._init_module)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share ``lm_head.weight`` with ``wte.weight`` when ``config.tie_word_embeddings``."""
+        if self.config.tie_word_embeddings and hasattr(self, "lm_head"):
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding ``wte``."""
+        return self._backbone().wte
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The ``lm_head`` of the LM heads, else None."""
+        return getattr(self, "lm_head", None)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the parameters."""
+        return next(self.parameters()).dtype
+
+    # ----------------------------------------------------------------- switches
+    def _backbone(self) -> GPT2Model:
+        return self if isinstance(self, GPT2Model) else self.transformer
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Switch every attention layer to ``"eager"``, ``"sdpa"`` or ``"flash_attention_2"``."""
+        check_backend(name)
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backend = name
+            if isinstance(module, GPT2PreTrainedModel):
+                module.attn_implementation = name
+
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """Recompute each block in the backward pass while training (saves activations).
+
+        Args:
+            gradient_checkpointing_kwargs: extra keywords of ``torch.utils.checkpoint``
+                (default ``use_reentrant=False``).
+        """
+        backbone = self._backbone()
+        backbone.gradient_checkpointing = True
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        backbone.checkpoint_kwargs = kwargs
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Back to storing activations."""
+        self._backbone().gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether blocks are recomputed in the backward pass."""
+        return self._backbone().gradient_checkpointing
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """The GPT-2 transformer: token and position embeddings, ``n_layer`` blocks, final LayerNorm.
+
+    Args:
+        config: the model's config.
+        attn_implementation: ``"sdpa"`` (default), ``"eager"`` or ``"flash_attention_2"``.
+
+    Example:
+        >>> import torch
+        >>> from gpt2_dual import GPT2Config
+        >>> from gpt2_dual.pt import GPT2Model
+        >>> model = GPT2Model(GPT2Config(n_layer=2, n_embd=64, n_head=4)).eval()
+        >>> model(torch.tensor([[15496, 995]])).last_hidden_state.shape
+        torch.Size([1, 2, 64])
+    """
+
+    head = "base"
+
+    def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
+        super().__init__(config, attn_implementation=attn_implementation)
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.n_positions, c.n_embd)
+        self.drop = nn.Dropout(c.embd_pdrop)
+        self.h = nn.ModuleList(
+            Block(
+                c.n_embd, c.n_head, c.inner_dim,
+                layer_idx=i,
+                layer_norm_epsilon=c.layer_norm_epsilon,
+                activation_function=c.activation_function,
+                add_cross_attention=c.add_cross_attention,
+                resid_pdrop=c.resid_pdrop,
+                attn_pdrop=c.attn_pdrop,
+                scale_attn_weights=c.scale_attn_weights,
+                scale_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+                reorder_and_upcast=c.reorder_and_upcast_attn,
+                backend=attn_implementation,
+            )
+            for i in range(c.n_layer)
+        )  # fmt: skip
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
+        self.gradient_checkpointing = False
+        self.checkpoint_kwargs: dict[str, Any] = {"use_reentrant": False}
+        self._finish_init(self)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        *,
+        past_key_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
+        """Run the backbone.
+
+        Args:
+            input_ids: ``(B, T)`` token ids (or ``(B, N, T)``); exclusive with ``inputs_embeds``.
+            past_key_values: a ``DynamicCache``/``StaticCache``, or transformers' legacy tuple.
+            attention_mask: ``(B, P + T)``, 1 for real tokens, 0 for padding (with a
+                ``StaticCache`` also ``(B, S_max)``).
+            token_type_ids: ``(B, T)`` ids added through ``wte``, as in transformers.
+            position_ids: ``(B, T)`` or ``(1, T)``; default: from the mask (module docstring).
+            inputs_embeds: ``(B, T, C)`` instead of ``input_ids``.
+            encoder_hidden_states: ``(B, S_enc, C)`` for cross-attention.
+            encoder_attention_mask: ``(B, S_enc)``, 1 for real encoder tokens.
+            use_cache: return a cache (None: ``config.use_cache``).
+            output_attentions: also return each layer's attention probabilities.
+            output_hidden_states: also return the input of every block and the final output.
+
+        Returns:
+            ``BaseModelOutput``: ``last_hidden_state`` ``(B, T, C)``; ``past_key_values`` when
+            caching; ``hidden_states`` (n_layer + 1 tensors, the last after ``ln_f``);
+            ``attentions`` (n_layer tensors ``(B, H, T, S)``); ``cross_attentions``.
+
+        Raises:
+            ValueError: invalid inputs (see the module docstring).
+        """
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and self.gradient_checkpointing and self.training:
+            _warn_once("use_cache=True is incompatible with gradient checkpointing; not caching")
+            use_cache = False
+        cache = as_cache(past_key_values)
+        if cache is None and use_cache:
+            cache = DynamicCache()
+        past, padded = check_inputs(
+            self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, cache,
+            encoder_hidden_states, encoder_attention_mask, self.wte.weight.dtype,
+        )  # fmt: skip
+        lead, (input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids) = fold(
+            input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
+        )
+        T = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        device = self.wte.weight.device
+        query_pos = (  # (T,), cache slots (= positions unless padded) of the new tokens
+            torch.arange(T, device=device) + past
+            if isinstance(past, torch.Tensor)
+            else torch.arange(past, past + T, device=device)
+        )
+        key_ok = None if padded is False else attention_mask.bool()  # (B, S') or None
+        if position_ids is None:
+            position_ids = positions(key_ok, attention_mask, query_pos)
+        x = self._embed(input_ids, inputs_embeds, token_type_ids, position_ids)
+        mask = self._mask(key_ok, query_pos, cache, past, output_attentions)
+        enc_mask = None
+        if encoder_attention_mask is not None:
+            enc_ok = encoder_attention_mask.bool()
+            enc_mask = AttentionMask(enc_ok[:, None, None, :], enc_ok, None)
+        x, hidden, attentions, cross = self._blocks(
+            x, mask, cache, encoder_hidden_states, enc_mask, output_attentions, output_hidden_states
+        )
+        return BaseModelOutput(
+            last_hidden_state=unfold(x, lead, 2),
+            past_key_values=cache if use_cache else None,
+            hidden_states=tuple(unfold(h, lead, 2) for h in hidden) if hidden else None,
+            attentions=tuple(unfold(a, lead, 3) for a in attentions) if attentions else None,
+            cross_attentions=tuple(unfold(a, lead, 3) for a in cross) if cross else None,
+        )
+
+    def _embed(self, input_ids, inputs_embeds, token_type_ids, position_ids) -> torch.Tensor:
+        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        x = x + self.wpe(position_ids)
+        if token_type_ids is not None:
+            x = x + self.wte(token_type_ids)
+        return self.drop(x)  # (B, T, C)
+
+    def _mask(self, key_ok, query_pos, cache, past, output_attentions) -> AttentionMask:
+        static = isinstance(cache, StaticCache)
+        if key_ok is None and not static and (len(query_pos) == 1 or past == 0):
+            return AttentionMask()  # plain causal (T == S) or one query seeing every key
+        key_length = cache.key_length(len(query_pos)) if cache is not None else len(query_pos)
+        dense = output_attentions or self.attn_implementation != "flash_attention_2"
+        mask = causal_mask(key_ok, query_pos, key_length, dense=dense)
+        # Without padding, every key slot of a DynamicCache holds a real token.
+        return mask if key_ok is not None or static else mask._replace(keys=None)
+
+    def _blocks(self, x, mask, cache, encoder, enc_mask, output_attentions, output_hidden_states):
+        hidden, attentions, cross = [], [], []
+        recompute = self.gradient_checkpointing and self.training and cache is None
+        for block in self.h:
+            if output_hidden_states:
+                hidden.append(x)
+            kwargs = dict(
+                encoder_hidden_states=encoder,
+                encoder_mask=enc_mask,
+                output_attentions=output_attentions,
+            )
+            if recompute:
+                x, a, c = checkpoint(block, x, mask, **kwargs, **self.checkpoint_kwargs)
+            else:
+                x, a, c = block(x, mask, cache=cache, **kwargs)
+            if output_attentions:
+                attentions.append(a)
+                if c is not None:
+                    cross.append(c)
+        x = self.ln_f(x)
+        if output_hidden_states:
+            hidden.append(x)
+        return x, hidden, attentions, cross

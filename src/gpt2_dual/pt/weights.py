@@ -1,0 +1,419 @@
+"""PyTorch weights <-> canonical state dicts and transformers-format checkpoints.
+
+This is the only PyTorch code that applies the weight-name table (``convert/names.py``): a
+row's ``pt`` path says where a tensor lives in a gpt2_dual.pt model (relative to
+``model.transformer`` for backbone rows of head models), and ``pt_transpose`` says that our
+``nn.Linear`` weight ``(out, in)`` is the transpose of transformers' ``Conv1D`` weight
+``(in, out)``.
+
+Loading asserts a bijection: every parameter is filled and every tensor is used, or the
+difference is named (``CheckpointError``, or a ``LoadReport`` with ``strict=False``). Shapes are
+compared in the canonical layout, before the transpose. ``from_pretrained`` builds the model on
+the ``meta`` device, gives it empty tensors (resident only once written) and reads the
+checkpoint one tensor at a time with plain reads (no memory map), so its peak memory stays near
+one copy of the weights.
+
+Example:
+    >>> from gpt2_dual.pt import GPT2LMHeadModel
+    >>> model = GPT2LMHeadModel.from_pretrained("gpt2")  # doctest: +SKIP
+    >>> model.save_pretrained("out/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpt2_dual.config import GPT2Config
+from gpt2_dual.convert import hf
+from gpt2_dual.convert.names import (
+    BACKBONE_ATTR,
+    HF_PREFIX,
+    Param,
+    is_backbone,
+    params,
+)
+from gpt2_dual.heads import HEAD_SPECS
+from gpt2_dual.pt import _pretrained_io as files
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "from_pretrained",
+    "load_canonical",
+    "save_pretrained",
+    "to_canonical",
+]
+
+
+class CheckpointError(ValueError):
+    """A state dict does not fit the model: tensors missing, unexpected or of the wrong shape."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What ``load_canonical`` did, by canonical name.
+
+    Attributes:
+        missing: parameters the state lacked (only with ``strict=False``).
+        unexpected: tensors in the state that the model has no parameter for (left unused).
+        ignored: old causal-mask buffers (``attn.bias``/``masked_bias``) dropped on purpose.
+        tied: ``lm_head.weight`` found in the state but tied to ``wte.weight`` (equal, unused).
+    """
+
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    tied: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- canonical views
+def _view(state: Any) -> Any:
+    readers = (hf.SafetensorsReader, files.SafetensorsFiles, files.MappingView)
+    return state if isinstance(state, readers) else files.MappingView(state)
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    array = np.asarray(value)
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
+# --------------------------------------------------------------------------- to canonical
+def _path(model: nn.Module, row: Param) -> str:
+    """The row's attribute path from the model itself (backbone rows sit under ``transformer``
+    in head models)."""
+    if type(model).head != "base" and is_backbone(row.canonical):
+        return f"{BACKBONE_ATTR}.{row.pt}"
+    return row.pt
+
+
+def _rows(model: nn.Module) -> list[Param]:
+    return params(model.config, type(model).head)
+
+
+def _canonical_tensor(model: nn.Module, row: Param) -> torch.Tensor:
+    tensor = model.get_parameter(_path(model, row)).detach()
+    # nn.Linear (out, in) -> transformers Conv1D (in, out) for the Conv1D rows.
+    return tensor.t() if row.pt_transpose else tensor
+
+
+def to_canonical(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's parameters as a canonical numpy state dict (new, contiguous arrays).
+
+    A tied ``lm_head.weight`` is left out, as transformers leaves it out of its checkpoints.
+
+    Args:
+        model: a gpt2_dual.pt model (any head).
+
+    Returns:
+        Canonical name -> array in transformers' layout and the parameter's dtype.
+
+    Raises:
+        TypeError: a parameter is bfloat16, which numpy cannot hold; cast the model to float32
+            first, or use ``save_pretrained``, which writes bfloat16 as it is.
+
+    Example:
+        >>> state = to_canonical(model)  # doctest: +SKIP
+        >>> state["h.0.attn.c_attn.weight"].shape  # (C, 3C), transformers' Conv1D layout
+    """
+    out = {}
+    for row in _rows(model):
+        tensor = _canonical_tensor(model, row)
+        if tensor.dtype == torch.bfloat16:
+            raise TypeError(
+                f"{row.canonical} is bfloat16, which numpy cannot hold; call model.float() first "
+                "or use save_pretrained (it writes bfloat16 safetensors as they are)"
+            )
+        out[row.canonical] = tensor.cpu().numpy().copy()  # copy: never alias live parameters
+    return out
+
+
+# --------------------------------------------------------------------------- load
+def _plan(model: nn.Module, view: Any) -> tuple[list[Param], LoadReport, list[str]]:
+    """Match the state against the model's rows; return rows to load, the report, and the
+    shape mismatches (messages)."""
+    rows = _rows(model)
+    expected = {row.canonical for row in rows}
+    present = view.keys()
+    tied = []
+    if model.config.tie_word_embeddings and "lm_head" in HEAD_SPECS[type(model).head].attrs:
+        if "lm_head.weight" in present:
+            tied = ["lm_head.weight"]
+    unexpected = [k for k in present if k not in expected and k not in tied]
+    missing = [row.canonical for row in rows if row.canonical not in present]
+    mismatched = []
+    for row in rows:
+        if row.canonical in present:
+            want, found = row.shape(model.config), view.shape(row.canonical)
+            if tuple(want) != tuple(found):
+                mismatched.append(f"{row.canonical}: expected {tuple(want)}, found {tuple(found)}")
+    report = LoadReport(tuple(missing), tuple(unexpected), tuple(view.ignored), tuple(tied))
+    return [r for r in rows if r.canonical in present], report, mismatched
+
+
+def _describe(report: LoadReport) -> str:
+    parts = []
+    if report.missing:
+        parts.append(f"missing {len(report.missing)}: {', '.join(report.missing)}")
+    if report.unexpected:
+        parts.append(f"unexpected {len(report.unexpected)}: {', '.join(report.unexpected)}")
+    return "; ".join(parts)
+
+
+def load_canonical(model: nn.Module, state: Any, *, strict: bool = True) -> LoadReport:
+    """Fill the model's parameters from a canonical state, applying the table's transposes.
+
+    Keys may carry the ``transformer.`` prefix; old ``attn.bias``/``masked_bias`` buffers are
+    ignored. Values are copied into the parameters in place (keeping their dtype and device);
+    a model on the ``meta`` device is first given CPU tensors. Nothing is written unless every
+    check passes.
+
+    Args:
+        model: a gpt2_dual.pt model (any head).
+        state: canonical name (or checkpoint key) -> numpy array or torch tensor, or an
+            ``hf.SafetensorsReader`` (read one tensor at a time).
+        strict: when True, any missing or unexpected tensor is an error. When False, both are
+            listed in the report; unexpected tensors are left unused, missing parameters keep
+            their values (on a ``meta`` model: transformers' initialization).
+
+    Returns:
+        A ``LoadReport``.
+
+    Raises:
+        CheckpointError: shapes differ (names tensor, expected and found canonical shapes), or
+            with ``strict``, tensors are missing or unexpected (all named in one message).
+
+    Example:
+        >>> report = load_canonical(model, to_canonical(other_model))  # doctest: +SKIP
+    """
+    fresh = any(p.is_meta for p in model.parameters())
+    return _load(model, _view(state), strict=strict, fresh=fresh)
+
+
+def _load(model: nn.Module, view: Any, *, strict: bool, fresh: bool) -> LoadReport:
+    """Check everything, then copy row by row; ``fresh``: the parameters hold no values yet
+    (built on meta), so missing ones are initialized."""
+    rows, report, mismatched = _plan(model, view)
+    if mismatched:
+        raise CheckpointError(
+            f"{type(model).__name__}: tensor shapes (canonical layout) do not match the config: "
+            + "; ".join(mismatched)
+        )
+    if strict and (report.missing or report.unexpected):
+        raise CheckpointError(f"{type(model).__name__} does not fit the state: {_describe(report)}")
+    _check_tied(model, view, report)
+    if any(p.is_meta for p in model.parameters()):
+        files.materialise(model, torch.device("cpu"))
+    for row in rows:
+        _assign(model, row, _as_tensor(view[row.canonical]))
+    if fresh:
+        _init_missing(model, report.missing)
+    model.tie_weights()
+    return report
+
+
+def _check_tied(model: nn.Module, view: Any, report: LoadReport) -> None:
+    if not report.tied or "wte.weight" not in view.keys():
+        return
+    if not torch.equal(_as_tensor(view["lm_head.weight"]), _as_tensor(view["wte.weight"])):
+        logger.warning(
+            "%s: the checkpoint's lm_head.weight differs from wte.weight, but "
+            "config.tie_word_embeddings=True ties them: using wte.weight. Load with "
+            "tie_word_embeddings=False to keep a separate lm_head.",
+            type(model).__name__,
+        )
+
+
+def _assign(model: nn.Module, row: Param, value: torch.Tensor) -> None:
+    # transformers Conv1D (in, out) -> our nn.Linear (out, in) for the Conv1D rows.
+    with torch.no_grad():
+        model.get_parameter(_path(model, row)).copy_(value.t() if row.pt_transpose else value)
+
+
+def _init_missing(model: nn.Module, names: Iterable[str]) -> None:
+    """transformers' initialization, for parameters the state lacked (``strict=False``)."""
+    config = model.config
+    by_name = {row.canonical: row for row in _rows(model)}
+    for name in names:
+        row = by_name[name]
+        shape = row.shape(config)
+        std = config.initializer_range
+        leaf = name.rsplit(".", 2)
+        if leaf[-1] == "bias":
+            value = torch.zeros(shape)
+        elif leaf[-2].startswith("ln_"):
+            value = torch.ones(shape)
+        else:
+            if leaf[-2] == "c_proj":  # GPT-2's residual scaling, 2 residual adds per block
+                std /= math.sqrt(2 * config.n_layer)
+            value = torch.randn(shape) * std
+        _assign(model, row, value)
+
+
+def from_pretrained(
+    cls: type[nn.Module],
+    path_or_repo_id: str | os.PathLike,
+    *,
+    config: GPT2Config | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    attn_implementation: str = "sdpa",
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    subfolder: str = "",
+    use_safetensors: bool | None = None,
+    weights_only: bool = True,
+    strict: bool = True,
+    **config_overrides: Any,
+) -> nn.Module:
+    """Load a transformers-format GPT-2 checkpoint (local folder or Hub repo) into ``cls``.
+
+    Reads ``config.json`` and ``model.safetensors`` (or shards plus index), else
+    ``pytorch_model.bin`` (or shards) through ``torch.load(weights_only=True)``. A checkpoint
+    of any GPT-2 head loads into any head: head weights the checkpoint lacks are newly
+    initialized and logged (as transformers does), head weights of another head are logged as
+    unused.
+
+    Args:
+        cls: the gpt2_dual.pt model class.
+        path_or_repo_id: local folder or Hub repo id.
+        config: use this config instead of the checkpoint's ``config.json``.
+        dtype: parameter dtype (``torch.float16``, ``"bfloat16"``, ...); ``"auto"`` takes the
+            config's ``dtype`` (else the checkpoint's); None: torch's default (float32).
+        device: where the parameters are created (default CPU).
+        attn_implementation: ``"sdpa"``, ``"eager"``, ... as the model class accepts.
+        revision, cache_dir, local_files_only, token, subfolder: Hub options
+            (see ``gpt2_dual.hub.resolve_file``).
+        use_safetensors: None: safetensors if present, else ``.bin``; True: safetensors only;
+            False: ``.bin`` only.
+        weights_only: must be True; gpt2_dual never unpickles arbitrary objects.
+        strict: when True, backbone tensors missing or not used are an error; when False they
+            are initialized or left unused, and logged.
+        **config_overrides: GPT2Config fields to override (e.g. ``num_labels=3``).
+
+    Returns:
+        The model in ``eval()`` mode.
+
+    Raises:
+        CheckpointError: tensors missing, unexpected or misshapen (all named).
+        FileNotFoundError: no weight file; the message lists the files looked for.
+        pickle.UnpicklingError: a ``.bin`` holds objects other than tensors.
+        TypeError: an override is not a GPT2Config field.
+
+    Example:
+        >>> from gpt2_dual.pt import GPT2ForSequenceClassification
+        >>> model = GPT2ForSequenceClassification.from_pretrained(
+        ...     "gpt2", num_labels=3
+        ... )  # doctest: +SKIP
+    """
+    if not weights_only:
+        raise ValueError(
+            "weights_only=False is not supported: gpt2_dual never unpickles arbitrary objects; "
+            "convert the checkpoint to safetensors in a trusted environment"
+        )
+    hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    hub.update(token=token, subfolder=subfolder)
+    config = files.build_config(path_or_repo_id, config, hub, config_overrides)
+    found = files.find_weights(path_or_repo_id, use_safetensors, hub)
+    if found.format == "safetensors":
+        view = files.SafetensorsFiles(found.files)
+    else:
+        view = files.MappingView(files.read_bin(found.files))
+    dtype = files.resolve_dtype(dtype, config, view)
+    with torch.device("meta"), files.NoInitOnMeta():
+        model = cls(config, attn_implementation=attn_implementation).to(dtype)
+    _, report, _ = _plan(model, view)
+    _check_policy(model, report, strict, str(path_or_repo_id))
+    # Every parameter gets its (untouched, so not yet resident) memory before any tensor is
+    # read: the one-tensor read buffers then sit above it and go back to the OS when freed.
+    files.materialise(model, torch.device(device or "cpu"))
+    _load(model, view, strict=False, fresh=True)
+    return model.eval()
+
+
+def _check_policy(model: nn.Module, report: LoadReport, strict: bool, where: str) -> None:
+    """transformers' rule for head weights (init or skip, and log); ``strict`` for the rest."""
+    name = type(model).__name__
+    backbone_missing = [k for k in report.missing if is_backbone(k)]
+    backbone_unexpected = [k for k in report.unexpected if is_backbone(k)]
+    if strict and (backbone_missing or backbone_unexpected):
+        bad = LoadReport(tuple(backbone_missing), tuple(backbone_unexpected))
+        raise CheckpointError(
+            f"{name} does not fit the checkpoint at {where!r}: {_describe(bad)} (check the "
+            "config; strict=False initializes missing and skips unexpected tensors)"
+        )
+    if report.missing:
+        logger.warning(
+            "Some weights of %s were not in the checkpoint at %r and are newly initialized: %s. "
+            "Train the model before using it for predictions.",
+            name, where, ", ".join(report.missing),
+        )  # fmt: skip
+    if report.unexpected:
+        logger.warning(
+            "Some weights of the checkpoint at %r were not used when initializing %s: %s",
+            where, name, ", ".join(report.unexpected),
+        )  # fmt: skip
+    if report.ignored:
+        logger.info("ignored old attention-mask buffers: %s", ", ".join(report.ignored))
+
+
+# --------------------------------------------------------------------------- save
+def _disk_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Keys as transformers' same class saves them, canonical layouts, the model's dtypes."""
+    prefix = HF_PREFIX if type(model).head != "base" else ""
+    out = {}
+    for row in _rows(model):
+        key = prefix + row.canonical if is_backbone(row.canonical) else row.canonical
+        out[key] = _canonical_tensor(model, row)  # a view; made contiguous per shard
+    return out
+
+
+def save_pretrained(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    max_shard_size: int | str = "5GB",
+    safe_serialization: bool = True,
+) -> list[Path]:
+    """Write ``config.json`` and the weights as transformers' same class would.
+
+    Backbone keys carry ``transformer.`` in head models (not in ``GPT2Model``); a tied
+    ``lm_head.weight`` is left out; dtypes are kept (bfloat16 included). Past
+    ``max_shard_size`` the weights are sharded with an index. Every file is written to a
+    temporary name and renamed; weight files of another layout left in the folder are removed.
+
+    Args:
+        model: a gpt2_dual.pt model (any head).
+        save_directory: folder to write into (created if needed).
+        max_shard_size: largest shard, in bytes or as ``"5GB"``/``"500MB"``.
+        safe_serialization: True: ``model.safetensors``; False: ``pytorch_model.bin``.
+
+    Returns:
+        The written files, ``config.json`` last.
+
+    Example:
+        >>> model.save_pretrained("out/")  # then transformers' from_pretrained("out/") works
+    """
+    folder = Path(save_directory)
+    state = _disk_state(model)
+    written = files.write_weights(state, folder, max_shard_size, safe_serialization)
+    dtype = next(model.parameters()).dtype
+    written.append(files.save_config(model.config, type(model).__name__, dtype, folder))
+    return written

@@ -1,0 +1,188 @@
+"""Input handling of ``GPT2Model.call``: conversion, validation, folding, positions, in one place.
+
+Shapes: B batch, T new tokens, P cached tokens, S' mask length, C ``n_embd``.
+
+Conversion: lists and numpy arrays become tensors; ids, masks and positions int32.
+
+Validation, run eagerly: token ids (and token type ids, which index ``wte`` as in transformers)
+in ``[0, vocab_size)``, cached plus new length within ``n_positions`` (and a ``StaticCache``'s
+``max_length``), ``attention_mask`` of shape ``(B, P + T)`` (with a ``StaticCache`` also
+``(B, S_max)``). Inside ``tf.function``/XLA only static facts are checked: reading values would
+need a host sync, and XLA's gather clamps out-of-range ids instead of failing (as
+``torch.compile`` skips the checks on the PyTorch side).
+
+Positions: without ``position_ids``, a mask with padding decides them: ``cumsum(mask) - 1``
+clamped at 0, continuing over the cached part. A left-padded row then gets the same positions,
+hence the same logits, as the same row unpadded. Without padding they are ``P .. P + T - 1``.
+Run eagerly, an all-ones mask counts as no padding (no mask tensor is built); traced, a given
+mask is always applied (the same numbers).
+
+``input_ids`` may carry extra leading axes, ``(B, N, T)`` for multiple choice: they are folded
+into the batch (masks, token types and positions alike) and restored on every output, hidden
+states and attentions included.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from gpt2_dual.config import GPT2Config
+from gpt2_dual.tf.cache import DynamicCache, StaticCache
+
+__all__ = ["InputError", "as_tensor", "check_inputs", "fold", "is_int", "positions", "unfold"]
+
+
+class InputError(ValueError):
+    """Invalid inputs to a model call; the message names the input, the value and the limit.
+
+    Keras re-raises it unchanged: without the marker below it rewrites every exception raised
+    inside ``call`` into a longer message with a dump of the call's arguments.
+    """
+
+    _keras_call_info_injected = True  # Keras' own "already explained" marker
+
+
+def as_tensor(value: Any, dtype: str | None = None) -> tf.Tensor | None:
+    """Lists and numpy arrays to tensors (None stays None), cast to ``dtype`` when given (to
+    int32, a float or bool mask becomes 0/1)."""
+    if value is None:
+        return None
+    tensor = ops.convert_to_tensor(value)
+    if dtype is None or keras.backend.standardize_dtype(tensor.dtype) == dtype:
+        return tensor
+    return ops.cast(tensor, dtype)
+
+
+def is_int(value: Any, number: int) -> bool:
+    """``value == number`` for a Python int; False for a tensor (unknown while tracing)."""
+    return isinstance(value, int) and value == number
+
+
+def check_inputs(
+    config: GPT2Config,
+    input_ids: tf.Tensor | None,
+    inputs_embeds: tf.Tensor | None,
+    attention_mask: tf.Tensor | None,
+    token_type_ids: tf.Tensor | None,
+    cache: DynamicCache | StaticCache | None,
+    encoder: tf.Tensor | None,
+    encoder_mask: tf.Tensor | None,
+    dtype: str,
+) -> tuple[int | tf.Tensor, bool | None]:
+    """Validate the inputs of one forward.
+
+    Returns:
+        The cached length (an int; a 0-d tensor with a ``StaticCache`` while tracing) and
+        whether the mask has padding (None when unknown: while tracing).
+
+    Raises:
+        InputError: a ``ValueError`` naming the input, the offending value or shape, and the
+            limit.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise InputError(
+            "You cannot specify both input_ids and inputs_embeds at the same time"
+            if input_ids is not None
+            else "You have to specify either input_ids or inputs_embeds"
+        )
+    if encoder is not None and not config.add_cross_attention:
+        raise InputError(
+            "encoder_hidden_states were given but the model has no cross-attention; build it "
+            "with config.add_cross_attention=True"
+        )
+    if encoder is not None and encoder_mask is not None:
+        expected = tuple(encoder.shape[:2])
+        if None not in expected and tuple(encoder_mask.shape) != expected:
+            raise InputError(
+                f"encoder_attention_mask has shape {tuple(encoder_mask.shape)}; expected "
+                f"{expected} (batch, encoder length)"
+            )
+    shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1])
+    T = shape[-1]
+    past = cache.get_seq_length() if cache is not None else 0
+    static = isinstance(cache, StaticCache)
+    if static:
+        _check_static(cache, shape, dtype)
+    if not tf.executing_eagerly():  # traced: static facts only
+        if isinstance(past, int) and T is not None:
+            _check_length(config, cache, past, T)
+        return past, (None if attention_mask is not None else False)
+    for name, ids in (("input_ids", input_ids), ("token_type_ids", token_type_ids)):
+        _check_ids(name, ids, config.vocab_size)
+    _check_length(config, cache, past, T)
+    if attention_mask is not None:
+        allowed = [(*shape[:-1], past + T)]
+        if static:
+            allowed.append((*shape[:-1], cache.max_length))
+        if tuple(attention_mask.shape) not in allowed:
+            raise InputError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
+                f"{' or '.join(str(a) for a in allowed)} (batch, {past} cached + {T} new "
+                "tokens)"
+            )
+    padded = attention_mask is not None and not bool(np.all(attention_mask.numpy()))
+    return past, padded
+
+
+def _check_length(config: GPT2Config, cache, past: int, T: int) -> None:
+    if past + T > config.n_positions:
+        raise InputError(
+            f"sequence length {past + T} ({past} cached + {T} new tokens) exceeds "
+            f"n_positions={config.n_positions}"
+        )
+    if isinstance(cache, StaticCache) and past + T > cache.max_length:
+        raise InputError(
+            f"the StaticCache holds max_length={cache.max_length} positions; {past} cached "
+            f"+ {T} new tokens do not fit"
+        )
+
+
+def _check_ids(name: str, ids: tf.Tensor | None, vocab_size: int) -> None:
+    if ids is None:
+        return
+    values = ids.numpy()
+    bad = np.argwhere((values < 0) | (values >= vocab_size))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise InputError(
+            f"{name}{list(where)} = {int(values[where])} is out of range: ids must be in "
+            f"[0, vocab_size={vocab_size})"
+        )
+
+
+def _check_static(cache: StaticCache, shape: tuple[int | None, ...], dtype: str) -> None:
+    if None not in shape[:-1] and math.prod(shape[:-1]) != cache.batch_size:
+        rows = math.prod(shape[:-1])
+        raise InputError(f"the StaticCache holds {cache.batch_size} rows; the input has {rows}")
+    if keras.backend.standardize_dtype(dtype) != cache.dtype:
+        raise InputError(f"the StaticCache is {cache.dtype}; the model is {dtype}")
+
+
+def fold(*tensors):
+    """Fold leading axes into the batch: ids ``(..., T)``, embeds ``(..., T, C)``."""
+    input_ids, inputs_embeds = tensors[:2]
+    lead = ops.shape(input_ids)[:-1] if input_ids is not None else ops.shape(inputs_embeds)[:-2]
+    if len(lead) == 1:
+        return lead, tensors
+    folded = [t if t is None else ops.reshape(t, (-1, ops.shape(t)[-1])) for t in tensors]
+    if inputs_embeds is not None:
+        folded[1] = ops.reshape(inputs_embeds, (-1, *ops.shape(inputs_embeds)[-2:]))
+    return lead, folded
+
+
+def unfold(x: tf.Tensor, lead: tuple, trailing: int) -> tf.Tensor:
+    return x if len(lead) == 1 else ops.reshape(x, (*lead, *ops.shape(x)[-trailing:]))
+
+
+def positions(key_ok, attention_mask, query_pos) -> tf.Tensor:
+    """Position of each new token: from the mask when it has padding, else its cache slot."""
+    if key_ok is None:
+        return query_pos[None, :]  # (1, T)
+    counted = ops.cumsum(attention_mask, axis=-1) - 1  # (B, S'), real tokens counted from 0
+    return ops.take(ops.maximum(counted, 0), query_pos, axis=1)  # (B, T)

@@ -1,0 +1,387 @@
+"""PyTorch-only behaviour of the models: activations, backends, dtypes, caches, compile,
+gradient checkpointing, initialization, meta construction, training parity with transformers."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import re
+
+import numpy as np
+import pytest
+
+from cases import BATCH, SEQ, assert_close, tiny_config
+from frameworks import PT, random_state
+from gpt2_dual._config_checks import ACTIVATIONS
+from gpt2_dual.convert.names import is_backbone, params
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import gpt2_dual.pt as gpt  # noqa: E402
+from gpt2_dual.pt import layers  # noqa: E402
+from gpt2_dual.pt.attention import Attention  # noqa: E402
+
+PAD = 98
+HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
+
+
+def model_of(head="lm", scale=1.0, backend="sdpa", **changes):
+    """A model with the tests' random canonical weights (deviations from 0/1 times ``scale``)."""
+    config = tiny_config(pad_token_id=PAD, **changes)
+    state = {
+        name: (1 + (v - 1) * scale if name.split(".")[-2].startswith("ln_") and "weight" in name
+               else v * scale)
+        for name, v in random_state(config, head).items()
+    }  # fmt: skip
+    return PT.build(head, config, state, attn_implementation=backend)
+
+
+def padded_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, PAD, (BATCH, SEQ), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, -2:] = 0
+    ids[mask == 0] = PAD
+    return ids, mask
+
+
+# --------------------------------------------------------------------------- activations
+def test_every_config_activation_is_implemented():
+    assert set(layers.ACTIVATIONS) == set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_matches_transformers(name):
+    from transformers.activations import ACT2FN
+
+    x = torch.cat([torch.linspace(-12, 12, 4001), torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 3])
+    assert_close(layers.activation(name)(x), ACT2FN[name](x), "float32", name)
+
+
+def test_unknown_activation_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown activation 'gelu_fancy'; choose one of \["):
+        layers.activation("gelu_fancy")
+
+
+# --------------------------------------------------------------------------- backends
+def test_backends_switch_and_agree():
+    model = model_of("lm", backend="eager")
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        eager = model(ids, attention_mask=mask).logits
+        model.set_attn_implementation("sdpa")
+        assert {m.backend for m in model.modules() if isinstance(m, Attention)} == {"sdpa"}
+        assert model.attn_implementation == model.transformer.attn_implementation == "sdpa"
+        assert_close(model(ids, attention_mask=mask).logits, eager, "float32", "sdpa vs eager")
+
+
+def test_left_padding_queries_are_finite_and_backends_agree_everywhere():
+    # A padding query at the start of a left-padded row sees no real key; it attends itself,
+    # on every backend, so even those positions are finite and equal.
+    model = model_of("lm", backend="eager")
+    ids, mask = padded_batch()
+    mask = mask.flip(-1)  # row 1: two padding tokens on the left
+    ids[mask == 0] = PAD
+    with torch.no_grad():
+        eager = model(ids, attention_mask=mask, output_attentions=True)
+        model.set_attn_implementation("sdpa")
+        sdpa = model(ids, attention_mask=mask).logits
+    assert torch.isfinite(eager.logits).all()
+    assert_close(sdpa, eager.logits, "float32", "sdpa vs eager, padding queries included")
+    first = eager.attentions[0][1, :, 0]  # (H, S): row 1's first (padding) query
+    assert torch.equal(first, torch.eye(SEQ)[0].expand_as(first))
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"attn_implementation='xformers' is not supported; choose one of \('eager', 'sdpa', 'flash_attention_2'\)"):
+        gpt.GPT2Model(tiny_config(), attn_implementation="xformers")
+
+
+@pytest.mark.skipif(HAS_FLASH, reason="flash_attn is installed")
+def test_flash_attention_without_the_package_says_what_to_do():
+    message = "attn_implementation='flash_attention_2' needs the flash-attn package (pip install 'gpt2_dual[flash]', CUDA only); use 'sdpa'"
+    with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
+        gpt.GPT2LMHeadModel(tiny_config(), attn_implementation="flash_attention_2")
+
+
+@pytest.mark.skipif(not (HAS_FLASH and torch.cuda.is_available()), reason="needs CUDA and flash-attn")
+@pytest.mark.parametrize("padding", [False, True])
+def test_flash_attention_matches_sdpa_on_cuda(padding):
+    sdpa = model_of("lm", scale=0.5).to("cuda", torch.bfloat16)
+    flash = copy.deepcopy(sdpa)
+    flash.set_attn_implementation("flash_attention_2")
+    ids, mask = (t.cuda() for t in padded_batch())
+    mask = mask if padding else None
+    with torch.no_grad():
+        for model in (sdpa, flash):
+            out = model(ids[:, :4], attention_mask=None if mask is None else mask[:, :4])
+            step = model(ids[:, 4:], attention_mask=mask, past_key_values=out.past_key_values)
+            model.result = torch.cat([out.logits, step.logits], 1).float().cpu()
+    real = torch.ones(BATCH, SEQ, dtype=torch.bool) if mask is None else mask.bool().cpu()
+    assert_close(flash.result[real], sdpa.result[real], "bfloat16", "flash vs sdpa")
+
+
+# --------------------------------------------------------------------------- dtypes and devices
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize(("dtype", "name"), [(torch.bfloat16, "bfloat16"), (torch.float16, "float16")])
+@pytest.mark.parametrize("upcast", [False, True])
+def test_low_precision_forward_close_to_float32(backend, dtype, name, upcast):
+    # Half the tests' weight scale: logits of magnitude ~2, the range the tolerance row is for.
+    model = model_of("lm", scale=0.5, backend=backend, reorder_and_upcast_attn=upcast)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).logits
+        low = copy.deepcopy(model).to(dtype)
+        assert low.dtype == dtype
+        out = low(ids, attention_mask=mask, output_attentions=True)
+    assert out.logits.dtype == dtype and out.attentions[0].dtype == dtype
+    assert_close(out.logits.float(), expected, name, f"{name} logits")
+
+
+def test_half_and_double():
+    model = model_of("base", scale=0.5)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).last_hidden_state
+        double = copy.deepcopy(model).double()(ids, attention_mask=mask).last_hidden_state
+        half = copy.deepcopy(model).half()(ids, attention_mask=mask).last_hidden_state
+    assert double.dtype == torch.float64 and half.dtype == torch.float16
+    assert_close(double, expected, "float32", "float64")
+    assert_close(half.float(), expected, "float16", "float16")
+
+
+# --------------------------------------------------------------------------- caches
+def test_legacy_tuples_and_transformers_caches_are_accepted():
+    from transformers.cache_utils import DynamicCache as HFDynamicCache
+
+    model = model_of("lm")
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        first = model(ids[:, :4], attention_mask=mask[:, :4])
+        legacy = first.past_key_values.to_legacy_cache()
+        hf_cache = HFDynamicCache.from_legacy_cache(legacy)
+        expected = model(ids, attention_mask=mask).logits[:, 4:]
+        for past in (legacy, hf_cache):
+            out = model(ids[:, 4:], attention_mask=mask, past_key_values=past)
+            assert isinstance(out.past_key_values, gpt.DynamicCache)
+            assert_close(out.logits, expected, "float32", type(past).__name__)
+    with pytest.raises(TypeError, match="past_key_values must be a DynamicCache, a StaticCache or a tuple"):
+        model(ids, past_key_values="cache")
+
+
+def test_static_cache_takes_a_full_length_mask():
+    model = model_of("lm")
+    ids, mask = padded_batch()
+    cache = gpt.StaticCache(model.config, BATCH, 12)
+    full_mask = torch.cat([mask, torch.zeros(BATCH, 5, dtype=mask.dtype)], 1)  # (B, S_max)
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).logits
+        model(ids[:, :4], attention_mask=full_mask, past_key_values=cache)
+        out = model(ids[:, 4:], attention_mask=full_mask, past_key_values=cache)
+    assert cache.get_seq_length() == SEQ and out.past_key_values is cache
+    assert_close(out.logits, expected[:, 4:], "float32", "static cache, (B, S_max) mask")
+    cache.reset()
+    assert cache.get_seq_length() == 0
+
+
+def test_static_cache_errors():
+    model = model_of("lm")
+    ids = torch.ones(2, 3, dtype=torch.long)
+    config = model.config
+    with pytest.raises(ValueError, match=r"^StaticCache max_length=30 exceeds n_positions=24$"):
+        gpt.StaticCache(config, 2, 30)
+    with pytest.raises(ValueError, match=r"^the StaticCache holds 3 rows; the input has 2$"):
+        model(ids, past_key_values=gpt.StaticCache(config, 3, 8))
+    with pytest.raises(ValueError, match=r"^the StaticCache is torch.bfloat16; the model is torch.float32$"):
+        model(ids, past_key_values=gpt.StaticCache(config, 2, 8, dtype=torch.bfloat16))
+    cache = gpt.StaticCache(config, 2, 4)
+    model(ids, past_key_values=cache)
+    with pytest.raises(ValueError, match=r"^the StaticCache holds max_length=4 positions; 3 cached \+ 2 new tokens do not fit$"):
+        model(ids[:, :2], past_key_values=cache)
+
+
+def test_use_cache_none_reads_the_config():
+    model = model_of("lm")
+    ids, _ = padded_batch()
+    assert model(ids).past_key_values is not None
+    model.config.use_cache = False
+    assert model(ids).past_key_values is None
+    assert model(ids, use_cache=True).past_key_values is not None
+
+
+# --------------------------------------------------------------------------- compile
+def _decode_steps(model, compiled, steps=3):
+    ids, mask = padded_batch()
+    g = torch.Generator().manual_seed(1)
+    cache = gpt.StaticCache(model.config, BATCH, SEQ + steps)
+    full = torch.cat([mask, torch.ones(BATCH, steps, dtype=mask.dtype)], 1)  # (B, S_max)
+    with torch.no_grad():
+        model(ids, attention_mask=full, past_key_values=cache)  # prefill, not compiled
+        reference = model(ids, attention_mask=mask)
+        for i in range(steps):
+            token = torch.randint(0, PAD, (BATCH, 1), generator=g)
+            out = compiled(token, attention_mask=full, past_key_values=cache)
+            mask_i = full[:, : SEQ + i + 1]
+            reference = model(token, attention_mask=mask_i, past_key_values=reference.past_key_values)
+            assert_close(out.logits, reference.logits, "float32", f"compiled decode step {i}")
+            if i == 0:  # every later step must reuse the graph
+                torch._dynamo.config.error_on_recompile = True
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.config.error_on_recompile = False
+    torch._dynamo.reset()
+
+
+def test_compile_fullgraph_forward_and_static_decode(fresh_dynamo):
+    model = model_of("lm")
+    ids, mask = padded_batch()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask, use_cache=False).logits
+        got = compiled(ids, attention_mask=mask, use_cache=False).logits
+    assert_close(got, expected, "float32", "compiled forward")
+    torch._dynamo.reset()
+    _decode_steps(model, torch.compile(model, fullgraph=True, backend="aot_eager"))
+
+
+@pytest.mark.slow  # inductor compiles C++: ~45 s on 2 cores
+# torch's own inductor import still uses torch.jit.script_method (torch/utils/mkldnn.py).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_inductor_decode(fresh_dynamo):
+    model = model_of("lm")
+    _decode_steps(model, torch.compile(model, fullgraph=True))
+
+
+# --------------------------------------------------------------------------- training
+def _grads(model, ids, mask):
+    model.zero_grad()
+    torch.manual_seed(0)  # the same dropout masks in both runs
+    model(ids, attention_mask=mask, labels=ids).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = model_of("lm", resid_pdrop=0.1, attn_pdrop=0.1, embd_pdrop=0.1).train()
+    ids, mask = padded_batch()
+    expected = _grads(model, ids, mask)
+    calls = []
+    model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    got = _grads(model, ids, mask)
+    assert len(calls) == 2  # forward, then recomputed in backward
+    for name in expected:
+        assert_close(got[name], expected[name], "float32", name)
+    model.gradient_checkpointing_disable()
+    assert not model.is_gradient_checkpointing
+
+
+def test_dropout_is_active_in_training_only():
+    model = model_of("lm", resid_pdrop=0.1, attn_pdrop=0.1, embd_pdrop=0.1)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, model(ids).logits)
+        model.train()
+        assert not torch.equal(model(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize("head", ["lm", "sequence_classification"])
+def test_gradients_match_transformers(head):
+    from test_reference import make_inputs, reference_model
+
+    config = tiny_config(pad_token_id=PAD)
+    reference, state = reference_model(head, config)
+    model = PT.build(head, config, state)
+    inputs = {k: torch.from_numpy(v) for k, v in make_inputs(head, config).items()}
+    for m in (model, reference):
+        m.train()
+        m(**inputs).loss.backward()
+    for row in params(config, head):
+        path = f"transformer.{row.pt}" if is_backbone(row.canonical) else row.pt
+        grad = model.get_parameter(path).grad
+        grad = grad.t() if row.pt_transpose else grad
+        ref_name = f"transformer.{row.canonical}" if is_backbone(row.canonical) else row.canonical
+        assert_close(grad, reference.get_parameter(ref_name).grad, "float32", row.canonical)
+
+
+# --------------------------------------------------------------------------- construction
+def test_meta_construction_creates_no_data():
+    config = tiny_config()
+    with torch.device("meta"):
+        model = gpt.GPT2LMHeadModel(config)
+    assert all(p.is_meta for p in model.parameters())
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_init_weights_follow_transformers():
+    config = tiny_config(n_embd=256, n_head=4, n_inner=None, n_layer=2, initializer_range=0.02)
+    torch.manual_seed(0)
+    model = gpt.GPT2DoubleHeadsModel(config)
+    block = model.transformer.h[1]
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert torch.equal(block.ln_1.weight, torch.ones(256)) and not block.ln_2.bias.any()
+    assert not block.attn.c_attn.bias.any() and not model.multiple_choice_head.summary.bias.any()
+    for weight, std in [
+        (block.attn.c_attn.weight, 0.02),
+        (block.mlp.c_fc.weight, 0.02),
+        (model.transformer.wpe.weight, 0.02),
+        (block.attn.c_proj.weight, 0.01),  # 0.02 / sqrt(2 * n_layer)
+        (block.mlp.c_proj.weight, 0.01),
+    ]:
+        assert abs(weight.std().item() / std - 1) < 0.05 and abs(weight.mean().item()) < 1e-3
+
+
+def test_untied_lm_head_is_its_own_parameter():
+    model = gpt.GPT2LMHeadModel(tiny_config(tie_word_embeddings=False))
+    assert model.lm_head.weight is not model.transformer.wte.weight
+    assert model.get_output_embeddings() is model.lm_head
+    assert model.get_input_embeddings() is model.transformer.wte
+
+
+def test_build_by_head_name():
+    assert type(gpt.build("question_answering", tiny_config())) is gpt.GPT2ForQuestionAnswering
+    with pytest.raises(KeyError, match="unknown head 'qa'; choose one of"):
+        gpt.build("qa", tiny_config())
+
+
+# --------------------------------------------------------------------------- head details
+def test_logits_to_keep():
+    model = model_of("lm")
+    ids, _ = padded_batch()
+    with torch.no_grad():
+        assert_close(model(ids, logits_to_keep=2).logits, model(ids).logits[:, -2:], "float32", "last 2")
+    with pytest.raises(ValueError, match="labels need the logits of every position; leave logits_to_keep=0"):
+        model(ids, labels=ids, logits_to_keep=1)
+
+
+def test_inputs_embeds_equal_input_ids(caplog):
+    from gpt2_dual.pt.model import _warn_once
+
+    model = model_of("sequence_classification")
+    ids, _ = padded_batch()
+    ids = ids[:, :5]  # no padding: the last position is the last real token
+    _warn_once.cache_clear()
+    with torch.no_grad():
+        expected = model(ids).logits
+        with caplog.at_level(logging.WARNING, logger="gpt2_dual.pt.model"):
+            got = model(inputs_embeds=model.transformer.wte(ids)).logits
+    assert_close(got, expected, "float32", "inputs_embeds")
+    assert "GPT2ForSequenceClassification cannot see padding in inputs_embeds" in caplog.text
+
+
+def test_question_answering_loss_ignores_positions_outside_the_input():
+    model = model_of("question_answering")
+    ids, _ = padded_batch()
+    with torch.no_grad():
+        out = model(ids, start_positions=torch.tensor([1, 2, 3]), end_positions=torch.tensor([2, 3, 4]))
+        outside = model(ids, start_positions=torch.tensor([1, 2, 50]), end_positions=torch.tensor([2, 3, 50]))
+        first_two = model(ids[:2], start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([2, 3]))
+    assert out.loss.item() != outside.loss.item()
+    assert_close(outside.loss, first_two.loss, "float32", "row 3 ignored")
+    assert out.start_logits.is_contiguous() and np.isfinite(out.loss.item())
