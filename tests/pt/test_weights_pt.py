@@ -395,6 +395,10 @@ def test_bad_options_are_refused(tmp_path):
     folder = _saved(tmp_path, "base")
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['n_layers'\]"):
         gpt.GPT2Model.from_pretrained(folder, n_layers=3)
+    with pytest.raises(
+        TypeError, match=r"config must be a gpt2_dual GPT2Config, got transformers\..*GPT2Config"
+    ):
+        gpt.GPT2Model.from_pretrained(folder, config=transformers.GPT2Config())
     with pytest.raises(ValueError, match="weights_only=False is not supported"):
         gpt.GPT2Model.from_pretrained(folder, weights_only=False)
     with pytest.raises(ValueError, match="dtype must be a floating torch.dtype.*got torch.int8"):

@@ -361,6 +361,10 @@ def test_bad_options_are_refused(tmp_path):
     folder = _saved(tmp_path, "base")
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['n_layers'\]"):
         gpt.GPT2Model.from_pretrained(folder, n_layers=3)
+    with pytest.raises(
+        TypeError, match=r"config must be a gpt2_dual GPT2Config, got transformers\..*GPT2Config"
+    ):
+        gpt.GPT2Model.from_pretrained(folder, config=transformers.GPT2Config())
     with pytest.raises(ValueError, match="dtype must be a floating Keras dtype policy.*got 'int8'"):
         gpt.GPT2Model.from_pretrained(folder, dtype="int8")
     with pytest.raises(ValueError, match="dtype must be a floating Keras dtype policy.*got 'fp32'"):

@@ -239,8 +239,14 @@ def build_config(
     """The checkpoint's config (or a copy of ``config``) with ``overrides`` set and validated.
 
     Raises:
-        TypeError: an override is neither a GPT2Config field nor a key of the config file.
+        TypeError: ``config`` is not a gpt2_dual ``GPT2Config``, or an override is neither a
+            GPT2Config field nor a key of the config file.
     """
+    if config is not None and not isinstance(config, GPT2Config):
+        raise TypeError(
+            f"config must be a gpt2_dual GPT2Config, got {type(config).__module__}."
+            f"{type(config).__name__}; convert it with GPT2Config.from_dict(config.to_dict())"
+        )
     config = GPT2Config.from_pretrained(path_or_repo_id, **hub) if config is None else config.copy()
     known = {*GPT2_DEFAULTS, *INHERITED_DEFAULTS, *ALIASES, *EXTRA_OVERRIDES, *config.extra}
     unknown = sorted(k for k in overrides if k not in known)
