@@ -1,0 +1,312 @@
+"""gpt2_dual.pt against transformers on this CPU: forward, training step, bf16, loading.
+
+Both libraries run in the same process on the same weights (a gpt2 124M-shaped model with
+random weights, dropout off) and the same inputs; every variant's output is compared with
+transformers' before it is timed. Variants of our model are measured as well: the
+opt-in oneDNN linear path (``gpt2_dual.pt.cpu.use_onednn_linear``) and ``torch.compile``.
+Timings interleave the variants round by round, so a burst of load from other processes
+hits all of them alike; the table gives the best and the median call. Loading is measured
+in fresh subprocesses on a gpt2-medium-shaped checkpoint written by transformers'
+``save_pretrained``.
+
+Usage:
+    python benchmarks/bench_pt.py                # full run, writes benchmarks/results/pt_cpu.md
+    python benchmarks/bench_pt.py --quick        # no torch.compile variants, fewer rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import transformers
+
+import gpt2_dual.pt as gpt
+from gpt2_dual import GPT2Config
+from gpt2_dual._io import atomic_write_text
+from gpt2_dual.pt.cpu import use_onednn_linear
+
+RESULTS = Path(__file__).parent / "results" / "pt_cpu.md"
+# Every variant compiles its own graphs; never fall back to eager under a compiled label.
+torch._dynamo.config.recompile_limit = 64
+NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+# --------------------------------------------------------------------------- models
+def make_pair(preset: str, dtype: torch.dtype = torch.float32):
+    """Our GPT2LMHeadModel and transformers' (sdpa) with the same random weights."""
+    config = GPT2Config.from_preset(preset, **NO_DROPOUT)
+    torch.manual_seed(0)
+    theirs = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(**config.to_dict(), attn_implementation="sdpa")
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        theirs.save_pretrained(folder)
+        ours = gpt.GPT2LMHeadModel.from_pretrained(folder, dtype=dtype)
+    return ours, theirs.to(dtype).eval()
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+# --------------------------------------------------------------------------- timing
+#: Clock of the timings: wall time, or this process's CPU time (``--clock cpu``: with one
+#: thread, time other processes take from the core is not counted).
+CLOCK: Callable[[], float] = time.perf_counter
+
+
+def interleaved(variants: dict[str, Callable[[], object]], rounds: int, calls: int):
+    """Seconds per call of each variant, measured round-robin."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            for _ in range(calls):
+                start = CLOCK()
+                fn()
+                times[name].append(CLOCK() - start)
+    return times
+
+
+def rows(case: str, times: dict[str, list[float]], diffs: dict[str, float], extra: dict):
+    """Table rows; the ratio is transformers' time / the variant's (>1: faster than them)."""
+    ref = next(iter(times))  # the first variant is always transformers
+    best_ref, med_ref = min(times[ref]), statistics.median(times[ref])
+    out = []
+    for name, ts in times.items():
+        best, med = min(ts), statistics.median(ts)
+        out.append(
+            f"| {case} | {name} | {best * 1e3:.1f} | {med * 1e3:.1f} | "
+            f"{best_ref / best:.2f} | {med_ref / med:.2f} | {diffs.get(name, 0.0):.1e} | "
+            f"{extra.get(name, '')} |"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- cases
+def forward_case(ours, theirs, shape, *, compile_: bool, rounds: int, label: str):
+    """Forward latency (inference mode, no cache) of each variant at ``shape``."""
+    ids = torch.randint(0, 50257, shape, generator=torch.Generator().manual_seed(1))
+    variants: dict[str, Callable] = {
+        "transformers": lambda: theirs(ids, use_cache=False).logits,
+        "ours": lambda: ours(ids, use_cache=False).logits,
+    }
+    onednn = use_onednn_linear(_clone(ours)) if ours.dtype == torch.float32 else None
+    if onednn is not None:
+        variants["ours + oneDNN linear"] = lambda: onednn(ids, use_cache=False).logits
+    extra = {}
+    with torch.inference_mode():
+        if compile_:
+            for name, model, options in (
+                ("ours + compile", ours, {}),
+                ("ours + compile + oneDNN linear", onednn, {}),
+                ("ours + compile(freezing)", _clone(ours), {"freezing": True}),
+                ("transformers + compile", theirs, {}),
+            ):
+                start = time.perf_counter()
+                fn = torch.compile(model, dynamic=False, options=options or None)
+                fn(ids, use_cache=False)  # compiles
+                extra[name] = f"compile {time.perf_counter() - start:.0f} s"
+                variants[name] = lambda fn=fn: fn(ids, use_cache=False).logits
+        reference = variants["transformers"]()
+        diffs = {name: _max_diff(fn(), reference) for name, fn in variants.items()}
+        del reference
+        times = interleaved(variants, rounds, calls=3 if shape[1] < 256 else 1)
+    return rows(f"{label} {shape[0]}x{shape[1]}", times, diffs, extra)
+
+
+def _clone(model):
+    copy = type(model)(model.config.copy(), attn_implementation=model.attn_implementation)
+    copy.load_state_dict(model.state_dict())
+    return copy.to(model.dtype).eval()
+
+
+def train_case(ours, theirs, shape, *, compile_: bool, rounds: int):
+    """forward + backward + AdamW step + zero_grad at ``shape``, labels = inputs.
+
+    Each model carries 4 copies of the weights (weights, gradients, two AdamW moments), so the
+    variants run in groups of three, each with its own transformers reference.
+    """
+    ids = torch.randint(0, 50257, shape, generator=torch.Generator().manual_seed(2))
+    groups = [
+        {"ours": lambda: _clone(ours), "ours + oneDNN linear": lambda: _onednn(ours)},
+    ]
+    if compile_:
+        groups += [
+            {
+                "ours + compile": lambda: torch.compile(_clone(ours), dynamic=False),
+                "ours + compile + oneDNN linear": lambda: torch.compile(
+                    _onednn(ours), dynamic=False
+                ),
+            },
+            {"transformers + compile": lambda: torch.compile(_clone_hf(theirs), dynamic=False)},
+        ]
+    out = []
+    for group in groups:
+        builders = {"transformers": lambda: _clone_hf(theirs), **group}
+        steps, first, extra = {}, {}, {}
+        for name, build in builders.items():
+            start = time.perf_counter()
+            steps[name] = _train_step(build(), ids)
+            first[name] = steps[name]()  # loss of the first step (compiles, if compiled)
+            if "compile" in name:
+                extra[name] = f"compile {time.perf_counter() - start:.0f} s"
+        diffs = {name: abs(loss - first["transformers"]) for name, loss in first.items()}
+        times = interleaved(steps, rounds, calls=1)
+        out += rows(f"train step {shape[0]}x{shape[1]}", times, diffs, extra)
+        del steps
+    return out
+
+
+def _onednn(model):
+    return use_onednn_linear(_clone(model))
+
+
+def _clone_hf(model):
+    copy = type(model)(model.config)
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+def _train_step(model, ids):
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step() -> float:
+        loss = model(ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
+# --------------------------------------------------------------------------- loading
+LOAD_CODE = r"""
+import json, resource, sys, time
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+import torch
+if sys.argv[1] == "ours":
+    from gpt2_dual.pt import GPT2LMHeadModel
+else:
+    from transformers import GPT2LMHeadModel
+before = status("VmHWM")
+start = time.perf_counter()
+model = GPT2LMHeadModel.from_pretrained(sys.argv[2])
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "hwm_before": before, "hwm_after": status("VmHWM"),
+                  "rss_anon": status("RssAnon"), "maxrss": resource.getrusage(
+                      resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def load_case(rounds: int) -> list[str]:
+    """from_pretrained time and peak-RSS growth on a gpt2-medium-shaped checkpoint."""
+    config = GPT2Config.from_preset("gpt2-medium")
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_dict()))
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        del model
+        results: dict[str, list[dict]] = {"transformers": [], "ours": []}
+        for _ in range(rounds):
+            for who in results:
+                proc = subprocess.run(
+                    [sys.executable, "-c", LOAD_CODE, who, folder],
+                    capture_output=True, text=True, check=True, timeout=600,
+                )  # fmt: skip
+                results[who].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    ref = min(r["seconds"] for r in results["transformers"])
+    for who, runs in results.items():
+        best = min(r["seconds"] for r in runs)
+        peak = max(r["hwm_after"] - r["hwm_before"] for r in runs)
+        anon = max(r["rss_anon"] for r in runs)
+        out.append(
+            f"| gpt2-medium ({size / 1e9:.2f} GB fp32) | {who} | {best:.2f} s | "
+            f"{ref / best:.2f} | {peak / 1e9:.2f} GB ({peak / size:.2f}x) | "
+            f"{anon / 1e9:.2f} GB |"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- report
+def machine_facts() -> list[str]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
+        platform.processor(),
+    )
+    flags = open("/proc/cpuinfo").read()
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} logical cores; AVX-512: {'avx512f' in flags}, "
+        f"AVX-512 BF16: {'avx512_bf16' in flags}",
+        f"- torch {torch.__version__} (threads: {torch.get_num_threads()}, BLAS: "
+        f"{'MKL' if torch.backends.mkl.is_available() else 'other'}, "
+        f"mkldnn available: {torch.backends.mkldnn.is_available()}, CPU capability: "
+        f"{torch.backends.cpu.get_cpu_capability()}), transformers {transformers.__version__}, "
+        f"Python {platform.python_version()}",
+        f"- load average before / after: {_load()} / {{after}}",
+    ]
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="no compile variants, 2 rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    args = parser.parse_args()
+    global CLOCK
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        CLOCK = time.process_time
+    compile_, rounds = not args.quick, 2 if args.quick else 3
+    facts = machine_facts()
+    head = "| case | variant | best ms | median ms | speed-up (best) | speed-up (median) | max abs diff vs transformers | note |"  # noqa: E501
+    table = [head, "|" + "---|" * 8]
+    ours, theirs = make_pair("gpt2")
+    for shape in ((1, 128), (8, 512)):
+        table += forward_case(ours, theirs, shape, compile_=compile_, rounds=rounds, label="fp32")
+        print("\n".join(table[-6:]), flush=True)
+    table += train_case(ours, theirs, (4, 128), compile_=compile_, rounds=rounds)
+    print("\n".join(table[-6:]), flush=True)
+    ours16, theirs16 = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
+    for shape in ((1, 128), (8, 512)):
+        table += forward_case(ours16, theirs16, shape, compile_=False, rounds=rounds, label="bf16")
+    del ours, theirs, ours16, theirs16
+    load = ["| checkpoint | loader | best time | speed-up | peak RSS growth | RssAnon after |"]
+    load += ["|---|---|---|---|---|---|", *load_case(rounds=2 if args.quick else 3)]
+    facts[-1] = facts[-1].format(after=_load())
+    command = "python " + " ".join(sys.argv)
+    text = "\n".join([
+        "# gpt2_dual.pt vs transformers on CPU", "", f"Command: `{command}`", "", *facts, "",
+        f"Clock: {args.clock} time. Speed-up = transformers' time / the variant's time (same "
+        "process, interleaved rounds).",
+        "", *table, "", *load, "",
+    ])  # fmt: skip
+    atomic_write_text(args.out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
