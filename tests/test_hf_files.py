@@ -101,3 +101,11 @@ def test_parse_size(size, expected):
 def test_parse_size_rejects_nonsense():
     with pytest.raises(ValueError, match="max_shard_size='five' is not a size like 5GB"):
         parse_size("five")
+
+
+def test_truncated_file_is_named_in_the_error(tmp_path):
+    save_safetensors({"wte.weight": np.zeros((4, 4), dtype=np.float32)}, tmp_path)
+    path = tmp_path / SAFE_WEIGHTS
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match=r"model.safetensors is not a valid safetensors file"):
+        SafetensorsReader([path])

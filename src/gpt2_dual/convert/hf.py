@@ -85,13 +85,19 @@ class SafetensorsReader:
         framework: ``safe_open`` framework of the returned tensors: ``"np"``, ``"pt"``, ...
 
     Raises:
-        ValueError: a key appears in two shards, or two keys map to one canonical name.
+        ValueError: a file is not valid safetensors (the message names it), a key appears in
+            two shards, or two keys map to one canonical name.
     """
 
     def __init__(self, files: tuple[Path, ...] | list[Path], framework: str = "np") -> None:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        self._handles = [safe_open(str(f), framework=framework) for f in files]
+        self._handles = []
+        for path in files:  # headers only; a truncated or foreign file fails here
+            try:
+                self._handles.append(safe_open(str(path), framework=framework))
+            except SafetensorError as err:
+                raise ValueError(f"{path} is not a valid safetensors file: {err}") from None
         self._where: dict[str, tuple[int, str]] = {}
         self.ignored: list[str] = []
         for n, handle in enumerate(self._handles):
