@@ -182,6 +182,15 @@ def test_base_checkpoint_into_lm_head_ties_lm_head(tmp_path, caplog):
     _assert_same_outputs(ours, theirs, "lm")
 
 
+def test_new_head_weights_follow_torch_manual_seed(tmp_path):
+    _hf_model("lm", _config()).save_pretrained(tmp_path)
+    weights = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        weights.append(gpt.GPT2ForSequenceClassification.from_pretrained(tmp_path).score.weight)
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
 def test_head_weights_of_another_head_are_reported_unused(tmp_path, caplog):
     _hf_model("token_classification", _config()).save_pretrained(tmp_path)
     with caplog.at_level(logging.WARNING, logger="gpt2_dual"):
@@ -298,6 +307,14 @@ def test_canonical_round_trip_into_a_fresh_model():
 
 
 # --------------------------------------------------------------------------- errors
+def test_errors_are_the_frameworks_shared_ones():
+    from gpt2_dual.convert import loading
+    from gpt2_dual.pt import weights
+
+    assert weights.CheckpointError is loading.CheckpointError
+    assert weights.LoadReport is loading.LoadReport
+
+
 def test_missing_tensor_is_named(tmp_path):
     folder = _saved(tmp_path, "lm")
     _rewrite_safetensors(folder, lambda s: s.pop("transformer.h.1.mlp.c_fc.bias"))

@@ -17,22 +17,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from gpt2_dual._io import atomic_write, atomic_write_text
-from gpt2_dual.config import ALIASES, GPT2_DEFAULTS, INHERITED_DEFAULTS, GPT2Config
-from gpt2_dual.convert import hf
+from gpt2_dual.config import GPT2Config
+from gpt2_dual.convert import hf, loading
 from gpt2_dual.convert.names import to_canonical_key
 
 logger = logging.getLogger(__name__)
 
-#: Config keys accepted as ``from_pretrained`` overrides besides GPT-2's own fields.
-EXTRA_OVERRIDES = frozenset(
-    {"num_labels", "id2label", "label2id", "classifier_dropout", "hidden_dropout"}
-)
 BIN_STEM = "pytorch_model"
 
 
@@ -90,44 +85,6 @@ class SafetensorsFiles:
             if f.readinto(buffer) != end - start:
                 raise ValueError(f"{path} is truncated: tensor {name!r} ends past the file")
         return tensor
-
-
-class MappingView:
-    """A Mapping (numpy arrays or torch tensors) seen through canonical names, like
-    ``SafetensorsFiles``: ``transformer.`` stripped, ignored buffers set aside.
-
-    Raises:
-        ValueError: two keys map to one canonical name.
-    """
-
-    def __init__(self, state: Mapping[str, Any]) -> None:
-        self._state = state
-        self._where: dict[str, str] = {}
-        self.ignored: list[str] = []
-        for key in state:
-            name = to_canonical_key(key)
-            if name is None:
-                self.ignored.append(key)
-            elif name in self._where:
-                first = self._where[name]
-                raise ValueError(f"state holds {name!r} twice: as {first!r} and {key!r}")
-            else:
-                self._where[name] = key
-
-    def keys(self) -> list[str]:
-        return list(self._where)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._state[self._where[name]].shape)
-
-    def dtype(self, name: str) -> torch.dtype:
-        value = self._state[self._where[name]]
-        if isinstance(value, torch.Tensor):
-            return value.dtype
-        return torch.from_numpy(np.empty(0, dtype=np.asarray(value).dtype)).dtype
-
-    def __getitem__(self, name: str) -> Any:
-        return self._state[self._where[name]]
 
 
 def _read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
@@ -221,9 +178,11 @@ def resolve_dtype(dtype: Any, config: GPT2Config, view: Any) -> torch.dtype:
     if dtype is None:
         return torch.get_default_dtype()
     if dtype == "auto":
-        dtype = config.extra.get("dtype") or config.extra.get("torch_dtype")
+        dtype = loading.config_dtype(config)
         if dtype is None:
-            return view.dtype("wte.weight") if "wte.weight" in view.keys() else torch.float32
+            if "wte.weight" not in view.keys():
+                return torch.get_default_dtype()
+            return view.dtype("wte.weight") if hasattr(view, "dtype") else view["wte.weight"].dtype
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -231,34 +190,6 @@ def resolve_dtype(dtype: Any, config: GPT2Config, view: Any) -> torch.dtype:
             f"dtype must be a floating torch.dtype, its name, or 'auto'; got {dtype!r}"
         )
     return dtype
-
-
-def build_config(
-    path_or_repo_id: Any, config: GPT2Config | None, hub: dict, overrides: Mapping[str, Any]
-) -> GPT2Config:
-    """The checkpoint's config (or a copy of ``config``) with ``overrides`` set and validated.
-
-    Raises:
-        TypeError: ``config`` is not a gpt2_dual ``GPT2Config``, or an override is neither a
-            GPT2Config field nor a key of the config file.
-    """
-    if config is not None and not isinstance(config, GPT2Config):
-        raise TypeError(
-            f"config must be a gpt2_dual GPT2Config, got {type(config).__module__}."
-            f"{type(config).__name__}; convert it with GPT2Config.from_dict(config.to_dict())"
-        )
-    config = GPT2Config.from_pretrained(path_or_repo_id, **hub) if config is None else config.copy()
-    known = {*GPT2_DEFAULTS, *INHERITED_DEFAULTS, *ALIASES, *EXTRA_OVERRIDES, *config.extra}
-    unknown = sorted(k for k in overrides if k not in known)
-    if unknown:
-        hint = " (use dtype=)" if "torch_dtype" in unknown else ""
-        raise TypeError(
-            f"from_pretrained() got unexpected keyword arguments {unknown}{hint}: they are "
-            "neither loading options nor GPT2Config fields"
-        )
-    for name, value in overrides.items():
-        setattr(config, name, value)
-    return config
 
 
 # --------------------------------------------------------------------------- building
@@ -323,14 +254,6 @@ def write_weights(
         written.append(atomic_write_text(folder / index_name, json.dumps(index, indent=2) + "\n"))
     _remove_stale(folder, {p.name for p in written})
     return written
-
-
-def save_config(config: GPT2Config, class_name: str, dtype: torch.dtype, folder: Path) -> Path:
-    """``config.json`` with ``architectures`` and ``dtype`` as transformers writes them."""
-    data = config.to_dict()
-    data.pop("torch_dtype", None)
-    data.update(architectures=[class_name], dtype=str(dtype).removeprefix("torch."))
-    return GPT2Config.from_dict(data).save_pretrained(folder)
 
 
 def _plan_shards(state: Mapping[str, torch.Tensor], limit: int) -> list[list[str]]:

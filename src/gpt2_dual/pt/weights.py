@@ -22,10 +22,7 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +31,9 @@ import torch
 from torch import nn
 
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.convert import hf
-from gpt2_dual.convert.names import (
-    BACKBONE_ATTR,
-    HF_PREFIX,
-    Param,
-    is_backbone,
-    params,
-)
-from gpt2_dual.heads import HEAD_SPECS
+from gpt2_dual.convert import hf, loading
+from gpt2_dual.convert.loading import CheckpointError, LoadReport
+from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
 from gpt2_dual.pt import _pretrained_io as files
 
 logger = logging.getLogger(__name__)
@@ -57,31 +48,10 @@ __all__ = [
 ]
 
 
-class CheckpointError(ValueError):
-    """A state dict does not fit the model: tensors missing, unexpected or of the wrong shape."""
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What ``load_canonical`` did, by canonical name.
-
-    Attributes:
-        missing: parameters the state lacked (only with ``strict=False``).
-        unexpected: tensors in the state that the model has no parameter for (left unused).
-        ignored: old causal-mask buffers (``attn.bias``/``masked_bias``) dropped on purpose.
-        tied: ``lm_head.weight`` found in the state but tied to ``wte.weight`` (equal, unused).
-    """
-
-    missing: tuple[str, ...] = ()
-    unexpected: tuple[str, ...] = ()
-    ignored: tuple[str, ...] = ()
-    tied: tuple[str, ...] = ()
-
-
 # --------------------------------------------------------------------------- canonical views
 def _view(state: Any) -> Any:
-    readers = (hf.SafetensorsReader, files.SafetensorsFiles, files.MappingView)
-    return state if isinstance(state, readers) else files.MappingView(state)
+    readers = (hf.SafetensorsReader, files.SafetensorsFiles, loading.CanonicalView)
+    return state if isinstance(state, readers) else loading.CanonicalView(state)
 
 
 def _as_tensor(value: Any) -> torch.Tensor:
@@ -144,37 +114,6 @@ def to_canonical(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- load
-def _plan(model: nn.Module, view: Any) -> tuple[list[Param], LoadReport, list[str]]:
-    """Match the state against the model's rows; return rows to load, the report, and the
-    shape mismatches (messages)."""
-    rows = _rows(model)
-    expected = {row.canonical for row in rows}
-    present = view.keys()
-    tied = []
-    if model.config.tie_word_embeddings and "lm_head" in HEAD_SPECS[type(model).head].attrs:
-        if "lm_head.weight" in present:
-            tied = ["lm_head.weight"]
-    unexpected = [k for k in present if k not in expected and k not in tied]
-    missing = [row.canonical for row in rows if row.canonical not in present]
-    mismatched = []
-    for row in rows:
-        if row.canonical in present:
-            want, found = row.shape(model.config), view.shape(row.canonical)
-            if tuple(want) != tuple(found):
-                mismatched.append(f"{row.canonical}: expected {tuple(want)}, found {tuple(found)}")
-    report = LoadReport(tuple(missing), tuple(unexpected), tuple(view.ignored), tuple(tied))
-    return [r for r in rows if r.canonical in present], report, mismatched
-
-
-def _describe(report: LoadReport) -> str:
-    parts = []
-    if report.missing:
-        parts.append(f"missing {len(report.missing)}: {', '.join(report.missing)}")
-    if report.unexpected:
-        parts.append(f"unexpected {len(report.unexpected)}: {', '.join(report.unexpected)}")
-    return "; ".join(parts)
-
-
 def load_canonical(model: nn.Module, state: Any, *, strict: bool = True) -> LoadReport:
     """Fill the model's parameters from a canonical state, applying the table's transposes.
 
@@ -208,61 +147,33 @@ def load_canonical(model: nn.Module, state: Any, *, strict: bool = True) -> Load
 def _load(model: nn.Module, view: Any, *, strict: bool, fresh: bool) -> LoadReport:
     """Check everything, then copy row by row; ``fresh``: the parameters hold no values yet
     (built on meta), so missing ones are initialized."""
-    rows, report, mismatched = _plan(model, view)
-    if mismatched:
-        raise CheckpointError(
-            f"{type(model).__name__}: tensor shapes (canonical layout) do not match the config: "
-            + "; ".join(mismatched)
-        )
-    if strict and (report.missing or report.unexpected):
-        raise CheckpointError(f"{type(model).__name__} does not fit the state: {_describe(report)}")
-    _check_tied(model, view, report)
+    name = type(model).__name__
+    plan = loading.plan_load(model.config, type(model).head, view)
+    loading.check_fit(name, plan, strict=strict)
+    loading.check_tied(name, view, plan.report, _equal, logger)
     if any(p.is_meta for p in model.parameters()):
         files.materialise(model, torch.device("cpu"))
-    for row in rows:
+    for row in plan.rows:
         _assign(model, row, _as_tensor(view[row.canonical]))
     if fresh:
-        _init_missing(model, report.missing)
+        # transformers' initialization, drawn from torch's generator (torch.manual_seed holds).
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        rows = {row.canonical: row for row in _rows(model)}
+        for missing in plan.report.missing:
+            value = loading.initial_value(rows[missing], model.config, rng)
+            _assign(model, rows[missing], torch.from_numpy(value))
     model.tie_weights()
-    return report
+    return plan.report
 
 
-def _check_tied(model: nn.Module, view: Any, report: LoadReport) -> None:
-    if not report.tied or "wte.weight" not in view.keys():
-        return
-    if not torch.equal(_as_tensor(view["lm_head.weight"]), _as_tensor(view["wte.weight"])):
-        logger.warning(
-            "%s: the checkpoint's lm_head.weight differs from wte.weight, but "
-            "config.tie_word_embeddings=True ties them: using wte.weight. Load with "
-            "tie_word_embeddings=False to keep a separate lm_head.",
-            type(model).__name__,
-        )
+def _equal(a: Any, b: Any) -> bool:
+    return torch.equal(_as_tensor(a), _as_tensor(b))
 
 
 def _assign(model: nn.Module, row: Param, value: torch.Tensor) -> None:
     # transformers Conv1D (in, out) -> our nn.Linear (out, in) for the Conv1D rows.
     with torch.no_grad():
         model.get_parameter(_path(model, row)).copy_(value.t() if row.pt_transpose else value)
-
-
-def _init_missing(model: nn.Module, names: Iterable[str]) -> None:
-    """transformers' initialization, for parameters the state lacked (``strict=False``)."""
-    config = model.config
-    by_name = {row.canonical: row for row in _rows(model)}
-    for name in names:
-        row = by_name[name]
-        shape = row.shape(config)
-        std = config.initializer_range
-        leaf = name.rsplit(".", 2)
-        if leaf[-1] == "bias":
-            value = torch.zeros(shape)
-        elif leaf[-2].startswith("ln_"):
-            value = torch.ones(shape)
-        else:
-            if leaf[-2] == "c_proj":  # GPT-2's residual scaling, 2 residual adds per block
-                std /= math.sqrt(2 * config.n_layer)
-            value = torch.randn(shape) * std
-        _assign(model, row, value)
 
 
 def from_pretrained(
@@ -330,48 +241,24 @@ def from_pretrained(
         )
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     hub.update(token=token, subfolder=subfolder)
-    config = files.build_config(path_or_repo_id, config, hub, config_overrides)
+    config = loading.build_config(path_or_repo_id, config, hub, config_overrides)
     found = files.find_weights(path_or_repo_id, use_safetensors, hub)
     if found.format == "safetensors":
         view = files.SafetensorsFiles(found.files)
     else:
-        view = files.MappingView(files.read_bin(found.files))
+        view = loading.CanonicalView(files.read_bin(found.files))
     dtype = files.resolve_dtype(dtype, config, view)
     with torch.device("meta"), files.NoInitOnMeta():
         model = cls(config, attn_implementation=attn_implementation).to(dtype)
-    _, report, _ = _plan(model, view)
-    _check_policy(model, report, strict, str(path_or_repo_id))
+    report = loading.plan_load(config, cls.head, view).report
+    loading.check_policy(
+        cls.__name__, report, strict=strict, where=str(path_or_repo_id), logger=logger
+    )
     # Every parameter gets its (untouched, so not yet resident) memory before any tensor is
     # read: the one-tensor read buffers then sit above it and go back to the OS when freed.
     files.materialise(model, torch.device(device or "cpu"))
     _load(model, view, strict=False, fresh=True)
     return model.eval()
-
-
-def _check_policy(model: nn.Module, report: LoadReport, strict: bool, where: str) -> None:
-    """transformers' rule for head weights (init or skip, and log); ``strict`` for the rest."""
-    name = type(model).__name__
-    backbone_missing = [k for k in report.missing if is_backbone(k)]
-    backbone_unexpected = [k for k in report.unexpected if is_backbone(k)]
-    if strict and (backbone_missing or backbone_unexpected):
-        bad = LoadReport(tuple(backbone_missing), tuple(backbone_unexpected))
-        raise CheckpointError(
-            f"{name} does not fit the checkpoint at {where!r}: {_describe(bad)} (check the "
-            "config; strict=False initializes missing and skips unexpected tensors)"
-        )
-    if report.missing:
-        logger.warning(
-            "Some weights of %s were not in the checkpoint at %r and are newly initialized: %s. "
-            "Train the model before using it for predictions.",
-            name, where, ", ".join(report.missing),
-        )  # fmt: skip
-    if report.unexpected:
-        logger.warning(
-            "Some weights of the checkpoint at %r were not used when initializing %s: %s",
-            where, name, ", ".join(report.unexpected),
-        )  # fmt: skip
-    if report.ignored:
-        logger.info("ignored old attention-mask buffers: %s", ", ".join(report.ignored))
 
 
 # --------------------------------------------------------------------------- save
@@ -414,6 +301,6 @@ def save_pretrained(
     folder = Path(save_directory)
     state = _disk_state(model)
     written = files.write_weights(state, folder, max_shard_size, safe_serialization)
-    dtype = next(model.parameters()).dtype
-    written.append(files.save_config(model.config, type(model).__name__, dtype, folder))
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    written.append(loading.save_config(model.config, type(model).__name__, dtype, folder))
     return written
