@@ -127,6 +127,29 @@ def load_canonical_pt(model, state: dict[str, np.ndarray]) -> None:
     assert not left, f"parameters not in the table: {left}"
 
 
+class PTCuda(PT):
+    """gpt2_dual.pt on the GPU: the same calls, the model moved to CUDA, TF32 off (float32
+    means float32, so the CPU tolerance table applies)."""
+
+    name = "pt-cuda"
+
+    @staticmethod
+    def build(head: str, config, state: dict[str, np.ndarray] | None = None, **kwargs) -> Any:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return PT.build(head, config, state, **kwargs).to("cuda")
+
+
+def _has_cuda() -> bool:
+    if not has("torch"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _tf_adapter() -> Any:
     from frameworks_tf import TF
 
@@ -135,6 +158,11 @@ def _tf_adapter() -> Any:
 
 FRAMEWORKS = [
     pytest.param(PT, id="pt", marks=pytest.mark.skipif(not has("torch"), reason="no torch")),
+    pytest.param(
+        PTCuda,
+        id="pt-cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not _has_cuda(), reason="no CUDA device")],
+    ),
     pytest.param(
         _tf_adapter() if has("tensorflow") else None,
         id="tf",

@@ -56,7 +56,12 @@ def test_every_config_activation_is_implemented():
 def test_activation_matches_transformers(name):
     from transformers.activations import ACT2FN
 
-    x = torch.cat([torch.linspace(-12, 12, 4001), torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 3])
+    x = torch.cat(
+        [
+            torch.linspace(-12, 12, 4001),
+            torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 3,
+        ]
+    )
     assert_close(layers.activation(name)(x), ACT2FN[name](x), "float32", name)
 
 
@@ -95,7 +100,10 @@ def test_left_padding_queries_are_finite_and_backends_agree_everywhere():
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"attn_implementation='xformers' is not supported; choose one of \('eager', 'sdpa', 'flash_attention_2'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"attn_implementation='xformers' is not supported; choose one of \('eager', 'sdpa', 'flash_attention_2'\)",
+    ):
         gpt.GPT2Model(tiny_config(), attn_implementation="xformers")
 
 
@@ -106,7 +114,9 @@ def test_flash_attention_without_the_package_says_what_to_do():
         gpt.GPT2LMHeadModel(tiny_config(), attn_implementation="flash_attention_2")
 
 
-@pytest.mark.skipif(not (HAS_FLASH and torch.cuda.is_available()), reason="needs CUDA and flash-attn")
+@pytest.mark.skipif(
+    not (HAS_FLASH and torch.cuda.is_available()), reason="needs CUDA and flash-attn"
+)
 @pytest.mark.parametrize("padding", [False, True])
 def test_flash_attention_matches_sdpa_on_cuda(padding):
     sdpa = model_of("lm", scale=0.5).to("cuda", torch.bfloat16)
@@ -125,7 +135,9 @@ def test_flash_attention_matches_sdpa_on_cuda(padding):
 
 # --------------------------------------------------------------------------- dtypes and devices
 @pytest.mark.parametrize("backend", ["eager", "sdpa"])
-@pytest.mark.parametrize(("dtype", "name"), [(torch.bfloat16, "bfloat16"), (torch.float16, "float16")])
+@pytest.mark.parametrize(
+    ("dtype", "name"), [(torch.bfloat16, "bfloat16"), (torch.float16, "float16")]
+)
 @pytest.mark.parametrize("upcast", [False, True])
 def test_low_precision_forward_close_to_float32(backend, dtype, name, upcast):
     # Half the tests' weight scale: logits of magnitude ~2, the range the tolerance row is for.
@@ -167,7 +179,9 @@ def test_legacy_tuples_and_transformers_caches_are_accepted():
             out = model(ids[:, 4:], attention_mask=mask, past_key_values=past)
             assert isinstance(out.past_key_values, gpt.DynamicCache)
             assert_close(out.logits, expected, "float32", type(past).__name__)
-    with pytest.raises(TypeError, match="past_key_values must be a DynamicCache, a StaticCache or a tuple"):
+    with pytest.raises(
+        TypeError, match="past_key_values must be a DynamicCache, a StaticCache or a tuple"
+    ):
         model(ids, past_key_values="cache")
 
 
@@ -194,11 +208,16 @@ def test_static_cache_errors():
         gpt.StaticCache(config, 2, 30)
     with pytest.raises(ValueError, match=r"^the StaticCache holds 3 rows; the input has 2$"):
         model(ids, past_key_values=gpt.StaticCache(config, 3, 8))
-    with pytest.raises(ValueError, match=r"^the StaticCache is torch.bfloat16; the model is torch.float32$"):
+    with pytest.raises(
+        ValueError, match=r"^the StaticCache is torch.bfloat16; the model is torch.float32$"
+    ):
         model(ids, past_key_values=gpt.StaticCache(config, 2, 8, dtype=torch.bfloat16))
     cache = gpt.StaticCache(config, 2, 4)
     model(ids, past_key_values=cache)
-    with pytest.raises(ValueError, match=r"^the StaticCache holds max_length=4 positions; 3 cached \+ 2 new tokens do not fit$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the StaticCache holds max_length=4 positions; 3 cached \+ 2 new tokens do not fit$",
+    ):
         model(ids[:, :2], past_key_values=cache)
 
 
@@ -212,20 +231,24 @@ def test_use_cache_none_reads_the_config():
 
 
 # --------------------------------------------------------------------------- compile
-def _decode_steps(model, compiled, steps=3):
-    ids, mask = padded_batch()
+def _decode_steps(model, compiled, steps=3, device="cpu"):
+    ids, mask = (t.to(device) for t in padded_batch())
     g = torch.Generator().manual_seed(1)
-    cache = gpt.StaticCache(model.config, BATCH, SEQ + steps)
-    full = torch.cat([mask, torch.ones(BATCH, steps, dtype=mask.dtype)], 1)  # (B, S_max)
+    cache = gpt.StaticCache(model.config, BATCH, SEQ + steps, device=device)
+    full = torch.cat(
+        [mask, torch.ones(BATCH, steps, dtype=mask.dtype, device=device)], 1
+    )  # (B, S_max)
     with torch.no_grad():
         model(ids, attention_mask=full, past_key_values=cache)  # prefill, not compiled
         reference = model(ids, attention_mask=mask)
         for i in range(steps):
-            token = torch.randint(0, PAD, (BATCH, 1), generator=g)
+            token = torch.randint(0, PAD, (BATCH, 1), generator=g).to(device)
             out = compiled(token, attention_mask=full, past_key_values=cache)
             mask_i = full[:, : SEQ + i + 1]
-            reference = model(token, attention_mask=mask_i, past_key_values=reference.past_key_values)
-            assert_close(out.logits, reference.logits, "float32", f"compiled decode step {i}")
+            reference = model(
+                token, attention_mask=mask_i, past_key_values=reference.past_key_values
+            )
+            assert_close(out.logits.cpu(), reference.logits.cpu(), "float32", f"compiled decode step {i}")
             if i == 0:  # every later step must reuse the graph
                 torch._dynamo.config.error_on_recompile = True
 
@@ -256,6 +279,41 @@ def test_compile_fullgraph_forward_and_static_decode(fresh_dynamo):
 def test_compile_inductor_decode(fresh_dynamo):
     model = model_of("lm")
     _decode_steps(model, torch.compile(model, fullgraph=True))
+
+
+needs_cuda = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compile_cuda_graphs_decode(fresh_dynamo):
+    # mode="reduce-overhead": each decode step replays one CUDA graph over the StaticCache's
+    # fixed buffers; float32 with TF32 off, so the float32 row of the table applies.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = model_of("lm").cuda()
+    compiled = torch.compile(model, fullgraph=True, mode="reduce-overhead")
+    _decode_steps(model, compiled, steps=4, device="cuda")
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize(
+    ("dtype", "name"),
+    [pytest.param(torch.bfloat16, "bfloat16", marks=needs_cuda, id="bf16-cuda"),
+     pytest.param(torch.float16, "float16", marks=needs_cuda, id="fp16-cuda")],
+)  # fmt: skip
+def test_low_precision_on_cuda_close_to_float32_on_cpu(backend, dtype, name):
+    model = model_of("lm", scale=0.5, backend=backend)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).logits
+        low = copy.deepcopy(model).to("cuda", dtype)
+        got = low(ids.cuda(), attention_mask=mask.cuda()).logits
+    assert got.dtype == dtype
+    real = mask.bool()
+    assert_close(got.float().cpu()[real], expected[real], name, f"{name} on CUDA")
 
 
 # --------------------------------------------------------------------------- training
@@ -355,8 +413,12 @@ def test_logits_to_keep():
     model = model_of("lm")
     ids, _ = padded_batch()
     with torch.no_grad():
-        assert_close(model(ids, logits_to_keep=2).logits, model(ids).logits[:, -2:], "float32", "last 2")
-    with pytest.raises(ValueError, match="labels need the logits of every position; leave logits_to_keep=0"):
+        assert_close(
+            model(ids, logits_to_keep=2).logits, model(ids).logits[:, -2:], "float32", "last 2"
+        )
+    with pytest.raises(
+        ValueError, match="labels need the logits of every position; leave logits_to_keep=0"
+    ):
         model(ids, labels=ids, logits_to_keep=1)
 
 
@@ -379,9 +441,15 @@ def test_question_answering_loss_ignores_positions_outside_the_input():
     model = model_of("question_answering")
     ids, _ = padded_batch()
     with torch.no_grad():
-        out = model(ids, start_positions=torch.tensor([1, 2, 3]), end_positions=torch.tensor([2, 3, 4]))
-        outside = model(ids, start_positions=torch.tensor([1, 2, 50]), end_positions=torch.tensor([2, 3, 50]))
-        first_two = model(ids[:2], start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([2, 3]))
+        out = model(
+            ids, start_positions=torch.tensor([1, 2, 3]), end_positions=torch.tensor([2, 3, 4])
+        )
+        outside = model(
+            ids, start_positions=torch.tensor([1, 2, 50]), end_positions=torch.tensor([2, 3, 50])
+        )
+        first_two = model(
+            ids[:2], start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([2, 3])
+        )
     assert out.loss.item() != outside.loss.item()
     assert_close(outside.loss, first_two.loss, "float32", "row 3 ignored")
     assert out.start_logits.is_contiguous() and np.isfinite(out.loss.item())
