@@ -2,8 +2,9 @@
 
 Both libraries run in the same process on the same weights (a gpt2 124M-shaped model with
 random weights, dropout off) and the same inputs; every variant's output is compared with
-transformers' before it is timed. Variants of our model are measured as well: the
-opt-in oneDNN linear path (``gpt2_dual.pt.cpu.use_onednn_linear``) and ``torch.compile``.
+transformers' before it is timed. Variants of our model are measured as well: PyTorch's own
+float32 matmuls (``gpt2_dual.pt.linear.use_onednn(False)``; the default runs them on oneDNN)
+and ``torch.compile``.
 Timings interleave the variants round by round, so a burst of load from other processes
 hits all of them alike; the table gives the best and the median call. Loading is measured
 in fresh subprocesses on a gpt2-medium-shaped checkpoint written by transformers'
@@ -34,7 +35,7 @@ import transformers
 import gpt2_dual.pt as gpt
 from gpt2_dual import GPT2Config
 from gpt2_dual._io import atomic_write_text
-from gpt2_dual.pt.cpu import use_onednn_linear
+from gpt2_dual.pt.linear import onednn_available, use_onednn
 
 RESULTS = Path(__file__).parent / "results" / "pt_cpu.md"
 # Every variant compiles its own graphs; never fall back to eager under a compiled label.
@@ -101,20 +102,14 @@ def forward_case(ours, theirs, shape, *, compile_: bool, rounds: int, label: str
         "transformers": lambda: theirs(ids, use_cache=False).logits,
         "ours": lambda: ours(ids, use_cache=False).logits,
     }
-    onednn = use_onednn_linear(_clone(ours)) if ours.dtype == torch.float32 else None
-    if onednn is not None:
-        variants["ours + oneDNN linear"] = lambda: onednn(ids, use_cache=False).logits
+    if ours.dtype == torch.float32 and onednn_available():
+        variants[PLAIN] = plain_matmuls(lambda: ours(ids, use_cache=False).logits)
     extra = {}
     with torch.inference_mode():
         if compile_:
-            for name, model, options in (
-                ("ours + compile", ours, {}),
-                ("ours + compile + oneDNN linear", onednn, {}),
-                ("ours + compile(freezing)", _clone(ours), {"freezing": True}),
-                ("transformers + compile", theirs, {}),
-            ):
+            for name, model in (("ours + compile", ours), ("transformers + compile", theirs)):
                 start = time.perf_counter()
-                fn = torch.compile(model, dynamic=False, options=options or None)
+                fn = torch.compile(model, dynamic=False)
                 fn(ids, use_cache=False)  # compiles
                 extra[name] = f"compile {time.perf_counter() - start:.0f} s"
                 variants[name] = lambda fn=fn: fn(ids, use_cache=False).logits
@@ -125,51 +120,64 @@ def forward_case(ours, theirs, shape, *, compile_: bool, rounds: int, label: str
     return rows(f"{label} {shape[0]}x{shape[1]}", times, diffs, extra)
 
 
+#: Variant name of our model with PyTorch's own float32 matmuls (MKL) instead of oneDNN.
+PLAIN = "ours, PyTorch matmuls"
+
+
+def plain_matmuls(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with the oneDNN path off (``use_onednn(False)``), then back on."""
+
+    def run():
+        use_onednn(False)
+        try:
+            return fn()
+        finally:
+            use_onednn(True)
+
+    return run
+
+
 def _clone(model):
     copy = type(model)(model.config.copy(), attn_implementation=model.attn_implementation)
     copy.load_state_dict(model.state_dict())
     return copy.to(model.dtype).eval()
 
 
-def train_case(ours, theirs, shape, *, compile_: bool, rounds: int):
-    """forward + backward + AdamW step + zero_grad at ``shape``, labels = inputs.
+def train_case(ours, theirs, shape, *, compile_: bool, rounds: int, optimizer: bool):
+    """forward + backward (+ fused AdamW step) + zero_grad at ``shape``, labels = inputs.
 
     Each model carries 4 copies of the weights (weights, gradients, two AdamW moments), so the
     variants run in groups of three, each with its own transformers reference.
     """
     ids = torch.randint(0, 50257, shape, generator=torch.Generator().manual_seed(2))
-    groups = [
-        {"ours": lambda: _clone(ours), "ours + oneDNN linear": lambda: _onednn(ours)},
-    ]
+    groups = [{"ours": lambda: _clone(ours)}]
+    if onednn_available():
+        groups[0][PLAIN] = lambda: _clone(ours)
     if compile_:
         groups += [
             {
                 "ours + compile": lambda: torch.compile(_clone(ours), dynamic=False),
-                "ours + compile + oneDNN linear": lambda: torch.compile(
-                    _onednn(ours), dynamic=False
-                ),
+                "transformers + compile": lambda: torch.compile(_clone_hf(theirs), dynamic=False),
             },
-            {"transformers + compile": lambda: torch.compile(_clone_hf(theirs), dynamic=False)},
         ]
     out = []
+    label = "train step (fwd, bwd, AdamW)" if optimizer else "fwd + bwd"
     for group in groups:
         builders = {"transformers": lambda: _clone_hf(theirs), **group}
         steps, first, extra = {}, {}, {}
         for name, build in builders.items():
             start = time.perf_counter()
-            steps[name] = _train_step(build(), ids)
+            steps[name] = _train_step(build(), ids, optimizer)
+            if name == PLAIN:
+                steps[name] = plain_matmuls(steps[name])
             first[name] = steps[name]()  # loss of the first step (compiles, if compiled)
             if "compile" in name:
                 extra[name] = f"compile {time.perf_counter() - start:.0f} s"
         diffs = {name: abs(loss - first["transformers"]) for name, loss in first.items()}
         times = interleaved(steps, rounds, calls=1)
-        out += rows(f"train step {shape[0]}x{shape[1]}", times, diffs, extra)
+        out += rows(f"{label} {shape[0]}x{shape[1]}", times, diffs, extra)
         del steps
     return out
-
-
-def _onednn(model):
-    return use_onednn_linear(_clone(model))
 
 
 def _clone_hf(model):
@@ -178,15 +186,19 @@ def _clone_hf(model):
     return copy
 
 
-def _train_step(model, ids):
+def _train_step(model, ids, optimizer: bool):
+    """One step; the optimizer, when used, is AdamW with ``fused=True`` (PyTorch's fastest on
+    CPU; the default for-each-tensor AdamW takes 0.4-1.0 s per step here, the same for both
+    libraries, and its noise would swamp the models' difference)."""
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    adamw = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if optimizer else None
 
     def step() -> float:
         loss = model(ids, labels=ids, use_cache=False).loss
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if adamw is not None:
+            adamw.step()
+        model.zero_grad(set_to_none=True)
         return loss.item()
 
     return step
@@ -208,14 +220,21 @@ before = status("VmHWM")
 start = time.perf_counter()
 model = GPT2LMHeadModel.from_pretrained(sys.argv[2])
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "hwm_before": before, "hwm_after": status("VmHWM"),
-                  "rss_anon": status("RssAnon"), "maxrss": resource.getrusage(
-                      resource.RUSAGE_SELF).ru_maxrss * 1024}))
+loaded = status("VmHWM")
+ids = torch.arange(128)[None]
+start = time.perf_counter()
+with torch.inference_mode():
+    model(ids)  # the first forward reads every weight (a memory-mapped loader pays here)
+first = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "first_forward": first, "hwm_before": before,
+                  "hwm_loaded": loaded, "hwm_after": status("VmHWM"),
+                  "rss_anon": status("RssAnon")}))
 """
 
 
 def load_case(rounds: int) -> list[str]:
-    """from_pretrained time and peak-RSS growth on a gpt2-medium-shaped checkpoint."""
+    """from_pretrained time, then the first 1x128 forward, and peak-RSS growth, on a
+    gpt2-medium-shaped checkpoint."""
     config = GPT2Config.from_preset("gpt2-medium")
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_dict()))
@@ -232,15 +251,19 @@ def load_case(rounds: int) -> list[str]:
                     capture_output=True, text=True, check=True, timeout=600,
                 )  # fmt: skip
                 results[who].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    ref = min(r["seconds"] for r in results["transformers"])
+    total = {
+        who: min(r["seconds"] + r["first_forward"] for r in runs) for who, runs in results.items()
+    }
     for who, runs in results.items():
         best = min(r["seconds"] for r in runs)
+        first = min(r["first_forward"] for r in runs)
+        at_load = max(r["hwm_loaded"] - r["hwm_before"] for r in runs)
         peak = max(r["hwm_after"] - r["hwm_before"] for r in runs)
         anon = max(r["rss_anon"] for r in runs)
         out.append(
-            f"| gpt2-medium ({size / 1e9:.2f} GB fp32) | {who} | {best:.2f} s | "
-            f"{ref / best:.2f} | {peak / 1e9:.2f} GB ({peak / size:.2f}x) | "
-            f"{anon / 1e9:.2f} GB |"
+            f"| gpt2-medium ({size / 1e9:.2f} GB fp32) | {who} | {best:.2f} s | {first:.2f} s | "
+            f"{total['transformers'] / total[who]:.2f} | {at_load / 1e9:.2f} GB | "
+            f"{peak / 1e9:.2f} GB ({peak / size:.2f}x) | {anon / 1e9:.2f} GB |"
         )
     return out
 
@@ -288,14 +311,21 @@ def main() -> None:
     for shape in ((1, 128), (8, 512)):
         table += forward_case(ours, theirs, shape, compile_=compile_, rounds=rounds, label="fp32")
         print("\n".join(table[-6:]), flush=True)
-    table += train_case(ours, theirs, (4, 128), compile_=compile_, rounds=rounds)
-    print("\n".join(table[-6:]), flush=True)
+    for optimizer in (True, False):
+        table += train_case(
+            ours, theirs, (4, 128), compile_=compile_, rounds=rounds, optimizer=optimizer
+        )
+        print("\n".join(table[-6:]), flush=True)
     ours16, theirs16 = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
     for shape in ((1, 128), (8, 512)):
         table += forward_case(ours16, theirs16, shape, compile_=False, rounds=rounds, label="bf16")
     del ours, theirs, ours16, theirs16
-    load = ["| checkpoint | loader | best time | speed-up | peak RSS growth | RssAnon after |"]
-    load += ["|---|---|---|---|---|---|", *load_case(rounds=2 if args.quick else 3)]
+    load = [
+        "| checkpoint | loader | from_pretrained | first forward 1x128 | speed-up (both) "
+        "| peak RSS growth, loaded | after the forward | RssAnon after |",
+        "|---|---|---|---|---|---|---|---|",
+        *load_case(rounds=2 if args.quick else 3),
+    ]
     facts[-1] = facts[-1].format(after=_load())
     command = "python " + " ".join(sys.argv)
     text = "\n".join([

@@ -117,7 +117,6 @@ def load_canonical_pt(model, state: dict[str, np.ndarray]) -> None:
             path = f"{BACKBONE_ATTR}.{path}"
         param = model.get_parameter(path)
         value = torch.from_numpy(np.ascontiguousarray(state[row.canonical]))
-        value = value.t() if row.pt_transpose else value
         assert tuple(value.shape) == tuple(param.shape), f"{row.canonical}: {value.shape}"
         with torch.no_grad():
             param.copy_(value)

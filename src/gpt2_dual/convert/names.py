@@ -6,9 +6,10 @@ Canonical names are transformers' GPT-2 keys without the ``transformer.`` prefix
 ``(out, in)``. A canonical state dict maps these names to numpy arrays.
 
 Framework paths are attribute paths (a ``getattr`` walk; digits index lists) relative to the
-backbone for backbone rows and to the head model for head rows. gpt2_dual.pt uses
-``nn.Linear`` everywhere, so Conv1D rows are transposed on the PyTorch side; Keras ``Dense``
-kernels are ``(in, out)``, so Linear rows are transposed on the Keras side. Shape checks do not
+backbone for backbone rows and to the head model for head rows. gpt2_dual.pt keeps
+transformers' layouts exactly (its own ``Conv1D`` in the blocks, ``nn.Linear`` in the heads),
+so its state dicts equal transformers' and a checkpoint's tensors can be used in place; Keras
+``Dense`` kernels are ``(in, out)``, so Linear rows are transposed on the Keras side. Shape checks do not
 catch a missing transpose on a square matrix (``attn.c_proj`` is ``(C, C)``): the parity tests
 with random, non-symmetric weights do.
 """
@@ -36,9 +37,8 @@ class Param:
 
     Attributes:
         canonical: transformers' key (``{i}`` stands for the block index).
-        pt: attribute path in gpt2_dual.pt.
+        pt: attribute path in gpt2_dual.pt (same layout as the canonical array).
         tf: attribute path in gpt2_dual.tf.
-        pt_transpose: the PyTorch tensor is the transpose of the canonical array.
         tf_transpose: the Keras variable is the transpose of the canonical array.
         shape: canonical shape for a config.
     """
@@ -46,7 +46,6 @@ class Param:
     canonical: str
     pt: str
     tf: str
-    pt_transpose: bool
     tf_transpose: bool
     shape: Callable[[GPT2Config], tuple[int, ...]]
 
@@ -54,32 +53,32 @@ class Param:
 def _ln(name: str) -> tuple[Param, Param]:
     size = lambda c: (c.n_embd,)  # noqa: E731
     return (
-        Param(f"{name}.weight", f"{name}.weight", f"{name}.gamma", False, False, size),
-        Param(f"{name}.bias", f"{name}.bias", f"{name}.beta", False, False, size),
+        Param(f"{name}.weight", f"{name}.weight", f"{name}.gamma", False, size),
+        Param(f"{name}.bias", f"{name}.bias", f"{name}.beta", False, size),
     )
 
 
 def _conv1d(name: str, fan_in, fan_out) -> tuple[Param, Param]:
-    """A transformers Conv1D: weight (in, out). PT nn.Linear transposes; Keras Dense does not."""
+    """A transformers Conv1D: weight (in, out), as gpt2_dual.pt's Conv1D and Keras Dense."""
     return (
         Param(
-            f"{name}.weight", f"{name}.weight", f"{name}.kernel", True, False,
+            f"{name}.weight", f"{name}.weight", f"{name}.kernel", False,
             lambda c: (fan_in(c), fan_out(c)),
         ),
-        Param(f"{name}.bias", f"{name}.bias", f"{name}.bias", False, False, lambda c: (fan_out(c),)),
+        Param(f"{name}.bias", f"{name}.bias", f"{name}.bias", False, lambda c: (fan_out(c),)),
     )  # fmt: skip
 
 
 def _linear(name: str, fan_in, fan_out, *, bias: bool) -> tuple[Param, ...]:
-    """A transformers nn.Linear: weight (out, in). Keras Dense transposes; PT does not."""
+    """A transformers nn.Linear: weight (out, in). Keras Dense transposes."""
     weight = Param(
-        f"{name}.weight", f"{name}.weight", f"{name}.kernel", False, True,
+        f"{name}.weight", f"{name}.weight", f"{name}.kernel", True,
         lambda c: (fan_out(c), fan_in(c)),
     )  # fmt: skip
     if not bias:
         return (weight,)
     return weight, Param(
-        f"{name}.bias", f"{name}.bias", f"{name}.bias", False, False, lambda c: (fan_out(c),)
+        f"{name}.bias", f"{name}.bias", f"{name}.bias", False, lambda c: (fan_out(c),)
     )
 
 
@@ -88,8 +87,8 @@ def _c(c: GPT2Config) -> int:
 
 
 EMBEDDINGS = (
-    Param("wte.weight", "wte.weight", "wte.embeddings", False, False, lambda c: (c.vocab_size, c.n_embd)),
-    Param("wpe.weight", "wpe.weight", "wpe.embeddings", False, False, lambda c: (c.n_positions, c.n_embd)),
+    Param("wte.weight", "wte.weight", "wte.embeddings", False, lambda c: (c.vocab_size, c.n_embd)),
+    Param("wpe.weight", "wpe.weight", "wpe.embeddings", False, lambda c: (c.n_positions, c.n_embd)),
 )  # fmt: skip
 
 #: Rows of one block; ``{i}`` is the block index.
@@ -182,7 +181,7 @@ def to_canonical_key(key: str) -> str | None:
 def _fill(p: Param, i: int) -> Param:
     return Param(
         p.canonical.format(i=i), p.pt.format(i=i), p.tf.format(i=i),
-        p.pt_transpose, p.tf_transpose, p.shape,
+        p.tf_transpose, p.shape,
     )  # fmt: skip
 
 

@@ -1,7 +1,6 @@
 """Files and options of ``from_pretrained``/``save_pretrained`` (see ``pt/weights.py``).
 
-Reading safetensors with plain ``read`` calls, one tensor at a time (``SafetensorsFiles``);
-finding and reading ``pytorch_model*.bin`` (``torch.load(weights_only=True)``, never a general
+Finding and reading ``pytorch_model*.bin`` (``torch.load(weights_only=True)``, never a general
 unpickle); resolving ``dtype`` and config overrides; writing transformers-format weight files
 (one file, or shards plus an index), each atomically.
 """
@@ -11,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,7 +22,6 @@ from torch.overrides import TorchFunctionMode
 from gpt2_dual._io import atomic_write, atomic_write_text
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert import hf, loading
-from gpt2_dual.convert.names import to_canonical_key
 
 logger = logging.getLogger(__name__)
 
@@ -38,80 +35,6 @@ _DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
     "U8": torch.uint8, "BOOL": torch.bool,
 }  # fmt: skip
-_MAX_HEADER = 100_000_000  # bytes; the safetensors library's own limit
-
-
-class SafetensorsFiles:
-    """Canonical view of safetensors files that reads each tensor with ``readinto``.
-
-    Unlike a memory map, plain reads leave no file pages mapped into the process, so loading
-    holds one copy of the weights (plus the tensor being read) instead of two in its resident
-    memory. Same interface as ``hf.SafetensorsReader``: ``keys()``, ``shape(name)``,
-    ``[name]`` (a new CPU tensor), ``ignored``.
-
-    Raises:
-        ValueError: a file is not valid safetensors (header, dtype or offsets), or two keys
-            map to one canonical name.
-    """
-
-    def __init__(self, files: Iterable[Path]) -> None:
-        self._where: dict[str, tuple[Path, str, tuple[int, ...], int, int]] = {}
-        self.ignored: list[str] = []
-        for path in files:
-            for key, (dtype, shape, start, end) in _read_header(Path(path)).items():
-                name = to_canonical_key(key)
-                if name is None:
-                    self.ignored.append(key)
-                elif name in self._where:
-                    raise ValueError(f"checkpoint holds {name!r} twice (second time as {key!r})")
-                else:
-                    self._where[name] = (Path(path), dtype, shape, start, end)
-
-    def keys(self) -> list[str]:
-        return list(self._where)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self._where[name][2]
-
-    def dtype(self, name: str) -> torch.dtype:
-        return _DTYPES[self._where[name][1]]
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        path, dtype, shape, start, end = self._where[name]
-        tensor = torch.empty(shape, dtype=_DTYPES[dtype])
-        buffer = tensor.view(-1).view(torch.uint8).numpy()  # the tensor's own bytes
-        with open(path, "rb") as f:
-            f.seek(start)
-            if f.readinto(buffer) != end - start:
-                raise ValueError(f"{path} is truncated: tensor {name!r} ends past the file")
-        return tensor
-
-
-def _read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
-    """key -> (dtype, shape, absolute start, end) from a safetensors header, checked."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        if not 0 < length <= min(_MAX_HEADER, size - 8):
-            raise ValueError(f"{path} is not a safetensors file (header length {length})")
-        try:
-            header = json.loads(f.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not a safetensors file: {err}") from None
-    out = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-        itemsize = _DTYPES[dtype].itemsize if dtype in _DTYPES else None
-        fits = 0 <= start <= end and 8 + length + end <= size
-        if itemsize is None or end - start != itemsize * math.prod(shape) or not fits:
-            raise ValueError(
-                f"{path}: tensor {key!r} has dtype {dtype}, shape {list(shape)} and byte range "
-                f"{start}..{end}, which do not fit together or the file"
-            )
-        out[key] = (dtype, shape, 8 + length + start, 8 + length + end)
-    return out
 
 
 def find_weights(path_or_repo_id: Any, use_safetensors: bool | None, hub: dict) -> hf.Checkpoint:
@@ -182,7 +105,9 @@ def resolve_dtype(dtype: Any, config: GPT2Config, view: Any) -> torch.dtype:
         if dtype is None:
             if "wte.weight" not in view.keys():
                 return torch.get_default_dtype()
-            return view.dtype("wte.weight") if hasattr(view, "dtype") else view["wte.weight"].dtype
+            if not hasattr(view, "dtype"):
+                return view["wte.weight"].dtype
+            return _DTYPES.get(view.dtype("wte.weight"), torch.get_default_dtype())
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -209,8 +134,8 @@ class NoInitOnMeta(TorchFunctionMode):
 _INITIALIZERS = {getattr(torch.Tensor, f"{op}_") for op in ("normal", "uniform", "fill", "zero")}
 
 
-def materialise(model: nn.Module, device: torch.device) -> None:
-    """Give a model built on ``meta`` empty tensors on ``device`` (``nn.Module.to_empty``).
+def check_no_buffers(model: nn.Module) -> None:
+    """Loading fills parameters only.
 
     Raises:
         RuntimeError: the model has buffers; their values cannot come from a checkpoint.
@@ -221,6 +146,15 @@ def materialise(model: nn.Module, device: torch.device) -> None:
             f"{type(model).__name__} has buffers {buffers} that loading cannot fill (they are "
             "not in the weight-name table); gpt2_dual bug"
         )
+
+
+def materialise(model: nn.Module, device: torch.device) -> None:
+    """Give a model built on ``meta`` empty tensors on ``device`` (``nn.Module.to_empty``).
+
+    Raises:
+        RuntimeError: the model has buffers; their values cannot come from a checkpoint.
+    """
+    check_no_buffers(model)
     model.to_empty(device=device)
 
 

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
+from gpt2_dual.pt.linear import Conv1D
 
 __all__ = ["ATTN_IMPLEMENTATIONS", "Attention", "AttentionMask", "attend", "causal_mask"]
 
@@ -260,10 +261,10 @@ class Attention(nn.Module):
         self.scale = (self.head_dim**-0.5 if scale_attn_weights else 1.0) / (
             layer_idx + 1 if scale_by_inverse_layer_idx else 1
         )
-        self.c_attn = nn.Linear(n_embd, (2 if is_cross_attention else 3) * n_embd)
+        self.c_attn = Conv1D(n_embd, (2 if is_cross_attention else 3) * n_embd)
         if is_cross_attention:
-            self.q_attn = nn.Linear(n_embd, n_embd)
-        self.c_proj = nn.Linear(n_embd, n_embd)
+            self.q_attn = Conv1D(n_embd, n_embd)
+        self.c_proj = Conv1D(n_embd, n_embd)
         self.resid_dropout = nn.Dropout(resid_pdrop)
 
     def forward(

@@ -24,6 +24,7 @@ from gpt2_dual.outputs import (
 )
 from gpt2_dual.pt import losses
 from gpt2_dual.pt.layers import activation
+from gpt2_dual.pt.linear import linear
 from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel, _warn_once
 
 __all__ = [
@@ -164,7 +165,8 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )  # fmt: skip
         hidden = out.last_hidden_state
-        logits = self.lm_head(hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden)
+        hidden = hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden
+        logits = linear(hidden, self.lm_head.weight, None, out_in=True)
         return CausalLMOutput(
             loss=None if labels is None else losses.causal_lm_loss(logits, labels),
             logits=logits,
@@ -228,7 +230,7 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
             output_hidden_states=output_hidden_states,
         )  # fmt: skip
         hidden = out.last_hidden_state  # (B, N, T, C)
-        logits = self.lm_head(hidden)
+        logits = linear(hidden, self.lm_head.weight, None, out_in=True)
         mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1)
         mc_loss = None if mc_labels is None else losses.multiple_choice_loss(mc_logits, mc_labels)
         return DoubleHeadsModelOutput(

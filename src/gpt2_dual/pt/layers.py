@@ -21,6 +21,7 @@ from torch import nn
 
 from gpt2_dual.pt.attention import Attention, AttentionMask
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
+from gpt2_dual.pt.linear import Conv1D
 
 __all__ = ["ACTIVATIONS", "MLP", "Block", "activation"]
 
@@ -97,9 +98,9 @@ class MLP(nn.Module):
         self, n_embd: int, inner_dim: int, *, activation_function: str, resid_pdrop: float = 0.0
     ) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(n_embd, inner_dim)
+        self.c_fc = Conv1D(n_embd, inner_dim)
         self.act = activation(activation_function)
-        self.c_proj = nn.Linear(inner_dim, n_embd)
+        self.c_proj = Conv1D(inner_dim, n_embd)
         self.dropout = nn.Dropout(resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from gpt2_dual.pt.attention import Attention, AttentionMask, causal_mask, check_
 from gpt2_dual.pt.cache import DynamicCache, StaticCache, as_cache
 from gpt2_dual.pt.inputs import check_inputs, fold, positions, unfold
 from gpt2_dual.pt.layers import MLP, Block
+from gpt2_dual.pt.linear import Conv1D
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,9 @@ class GPT2PreTrainedModel(nn.Module):
 
     def _init_module(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear | nn.Embedding):
+        if isinstance(module, nn.Linear | Conv1D | nn.Embedding):
             module.weight.normal_(0.0, std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
+        if isinstance(module, nn.Linear | Conv1D) and module.bias is not None:
             module.bias.zero_()
         if isinstance(module, nn.LayerNorm):
             module.weight.fill_(1.0)

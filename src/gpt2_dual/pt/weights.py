@@ -2,16 +2,20 @@
 
 This is the only PyTorch code that applies the weight-name table (``convert/names.py``): a
 row's ``pt`` path says where a tensor lives in a gpt2_dual.pt model (relative to
-``model.transformer`` for backbone rows of head models), and ``pt_transpose`` says that our
-``nn.Linear`` weight ``(out, in)`` is the transpose of transformers' ``Conv1D`` weight
-``(in, out)``.
+``model.transformer`` for backbone rows of head models); layouts are transformers' own
+(``Conv1D`` weights ``(in, out)``), so tensors move as they are.
 
 Loading asserts a bijection: every parameter is filled and every tensor is used, or the
-difference is named (``CheckpointError``, or a ``LoadReport`` with ``strict=False``). Shapes are
-compared in the canonical layout, before the transpose. ``from_pretrained`` builds the model on
-the ``meta`` device, gives it empty tensors (resident only once written) and reads the
-checkpoint one tensor at a time with plain reads (no memory map), so its peak memory stays near
-one copy of the weights.
+difference is named (``CheckpointError``, or a ``LoadReport`` with ``strict=False``).
+
+``from_pretrained`` builds the model on the ``meta`` device and then makes each parameter the
+checkpoint's own tensor: safetensors files (and ``.bin`` files, through
+``torch.load(mmap=True)``) are memory-mapped copy-on-write, and nothing is read until first
+use. Loading then takes no time and memory of
+its own, and the weights are resident once (the file's pages; a write, such as an optimizer
+step, gives the written page its own copy). Another dtype or device costs one converted copy
+per tensor. As transformers does, the file stays mapped while the model lives: replace it only
+by writing a new file and renaming it over the old (``save_pretrained`` does so).
 
 Example:
     >>> from gpt2_dual.pt import GPT2LMHeadModel
@@ -50,7 +54,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- canonical views
 def _view(state: Any) -> Any:
-    readers = (hf.SafetensorsReader, files.SafetensorsFiles, loading.CanonicalView)
+    readers = (hf.SafetensorsReader, loading.CanonicalView)
     return state if isinstance(state, readers) else loading.CanonicalView(state)
 
 
@@ -77,9 +81,7 @@ def _rows(model: nn.Module) -> list[Param]:
 
 
 def _canonical_tensor(model: nn.Module, row: Param) -> torch.Tensor:
-    tensor = model.get_parameter(_path(model, row)).detach()
-    # nn.Linear (out, in) -> transformers Conv1D (in, out) for the Conv1D rows.
-    return tensor.t() if row.pt_transpose else tensor
+    return model.get_parameter(_path(model, row)).detach()
 
 
 def to_canonical(model: nn.Module) -> dict[str, np.ndarray]:
@@ -171,9 +173,8 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def _assign(model: nn.Module, row: Param, value: torch.Tensor) -> None:
-    # transformers Conv1D (in, out) -> our nn.Linear (out, in) for the Conv1D rows.
     with torch.no_grad():
-        model.get_parameter(_path(model, row)).copy_(value.t() if row.pt_transpose else value)
+        model.get_parameter(_path(model, row)).copy_(value)
 
 
 def from_pretrained(
@@ -243,22 +244,52 @@ def from_pretrained(
     hub.update(token=token, subfolder=subfolder)
     config = loading.build_config(path_or_repo_id, config, hub, config_overrides)
     found = files.find_weights(path_or_repo_id, use_safetensors, hub)
-    if found.format == "safetensors":
-        view = files.SafetensorsFiles(found.files)
+    if found.format == "safetensors":  # memory-mapped; a tensor is read on first use
+        view = hf.SafetensorsReader(found.files, framework="pt")
     else:
         view = loading.CanonicalView(files.read_bin(found.files))
     dtype = files.resolve_dtype(dtype, config, view)
     with torch.device("meta"), files.NoInitOnMeta():
         model = cls(config, attn_implementation=attn_implementation).to(dtype)
-    report = loading.plan_load(config, cls.head, view).report
+    plan = loading.plan_load(config, cls.head, view)
     loading.check_policy(
-        cls.__name__, report, strict=strict, where=str(path_or_repo_id), logger=logger
+        cls.__name__, plan.report, strict=strict, where=str(path_or_repo_id), logger=logger
     )
-    # Every parameter gets its (untouched, so not yet resident) memory before any tensor is
-    # read: the one-tensor read buffers then sit above it and go back to the OS when freed.
-    files.materialise(model, torch.device(device or "cpu"))
-    _load(model, view, strict=False, fresh=True)
+    loading.check_fit(cls.__name__, plan, strict=False)  # shapes
+    loading.check_tied(cls.__name__, view, plan.report, _equal, logger)
+    _adopt(model, view, plan, torch.device(device or "cpu"), dtype)
     return model.eval()
+
+
+def _adopt(
+    model: nn.Module, view: Any, plan: loading.LoadPlan, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Make the parameters of a model built on ``meta`` the checkpoint's tensors (views of the
+    memory-mapped file where device and dtype allow), initialize the missing ones, tie."""
+    files.check_no_buffers(model)
+    for row in plan.rows:
+        _set(model, row, _as_tensor(view[row.canonical]), device, dtype)
+    # transformers' initialization, drawn from torch's generator (torch.manual_seed holds).
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+    rows = {row.canonical: row for row in _rows(model)}
+    for missing in plan.report.missing:
+        value = loading.initial_value(rows[missing], model.config, rng)
+        _set(model, rows[missing], torch.from_numpy(value), device, dtype)
+    model.tie_weights()
+    left = [name for name, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise RuntimeError(f"{type(model).__name__}: no value for {left}; gpt2_dual bug")
+
+
+def _set(
+    model: nn.Module, row: Param, value: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Replace the row's parameter by ``value`` (itself when the device and dtype already
+    match)."""
+    value = value.to(device=device, dtype=dtype)
+    owner, _, name = _path(model, row).rpartition(".")
+    module = model.get_submodule(owner)
+    module._parameters[name] = nn.Parameter(value, module._parameters[name].requires_grad)
 
 
 # --------------------------------------------------------------------------- save

@@ -1,0 +1,152 @@
+"""The model's matrix products: ``Conv1D`` (transformers' layout) and ``linear``.
+
+Shapes: M rows (batch x tokens), K in features, N out features.
+
+``Conv1D`` keeps transformers' GPT-2 layout, weight ``(K, N)``, so state dicts equal
+transformers' tensor for tensor and ``from_pretrained`` can use a checkpoint's tensors in
+place. ``linear(x, weight, bias, out_in=...)`` is the one product both it and the LM head
+(``nn.Linear`` layout, weight ``(N, K)``) call.
+
+On CPU in float32 the product runs on oneDNN, which ships inside PyTorch
+(``torch.ops.mkldnn._linear_pointwise``): PyTorch's own float32 path is MKL's sgemm, whose
+AVX2 code AMD CPUs get. Both are IEEE float32 GEMMs with float32 accumulation; only the
+summation order differs (logits stay within 1e-5 of transformers). Measured on a 2-core AMD
+EPYC (``benchmarks/results/pt_cpu.md``): 53 against 92 GFLOP/s per core on the LM head's
+forward shape, 90 against 105 on the blocks'. The oneDNN product is a custom op
+(``torch.library``) with its own backward, so it serves training and ``torch.compile``
+(inductor calls it as an opaque kernel). Every other case (GPU, other dtypes, CPU autocast,
+no oneDNN in the build, or ``use_onednn(False)``) runs PyTorch's ``addmm``/``linear``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Conv1D", "linear", "onednn_available", "use_onednn"]
+
+_STATE = {"onednn": None}  # None: decided on first use (onednn_available())
+
+
+def onednn_available() -> bool:
+    """Whether this PyTorch build has oneDNN and its fused linear op."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def use_onednn(enabled: bool) -> None:
+    """Turn the oneDNN path for CPU float32 products on or off, process-wide.
+
+    On by default where ``onednn_available()``. Off, every product runs PyTorch's own kernels.
+
+    Raises:
+        RuntimeError: ``enabled`` without oneDNN in this PyTorch build.
+    """
+    if enabled and not onednn_available():
+        raise RuntimeError("this PyTorch build has no oneDNN linear op (torch.backends.mkldnn)")
+    _STATE["onednn"] = bool(enabled)
+
+
+def _onednn_on(x: Tensor, weight: Tensor) -> bool:
+    if _STATE["onednn"] is None:
+        _STATE["onednn"] = onednn_available()
+    return (
+        _STATE["onednn"]
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, *, out_in: bool) -> Tensor:
+    """``x @ W + bias`` with ``W`` the ``(K, N)`` matrix the weight holds.
+
+    Args:
+        x: ``(..., K)``.
+        weight: ``(N, K)`` when ``out_in`` (``nn.Linear``), else ``(K, N)`` (``Conv1D``).
+        bias: ``(N,)`` or None.
+        out_in: the weight's layout.
+
+    Returns:
+        ``(..., N)``.
+    """
+    if _onednn_on(x, weight):
+        return _PRODUCT(x, weight, bias, out_in)
+    if out_in:
+        return F.linear(x, weight, bias)
+    rows = x.reshape(-1, x.shape[-1])
+    y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
+    return y.view(*x.shape[:-1], weight.shape[-1])
+
+
+class Conv1D(nn.Module):
+    """transformers' GPT-2 ``Conv1D``: ``y = x @ weight + bias``, weight ``(in, out)``.
+
+    Args:
+        in_features: ``K``.
+        out_features: ``N``.
+
+    Shapes:
+        ``(..., K) -> (..., N)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        nn.init.normal_(self.weight, std=0.02)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias, out_in=False)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _register():
+    """Register the custom ops (at import, where oneDNN is available)."""
+    pointwise = torch.ops.mkldnn._linear_pointwise  # (a (M, K), b (N, K), bias) -> a @ b.T + bias
+
+    @torch.library.custom_op("gpt2_dual::onednn_mm_nt", mutates_args=())
+    def mm_nt(a: Tensor, b: Tensor) -> Tensor:  # a (M, K) @ b (N, K).T
+        return pointwise(a, b, None, "none", [], "")
+
+    @mm_nt.register_fake
+    def _(a: Tensor, b: Tensor) -> Tensor:
+        return a.new_empty(a.shape[0], b.shape[0])
+
+    @torch.library.custom_op("gpt2_dual::onednn_linear", mutates_args=())
+    def product(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
+        w = weight if out_in else weight.t()  # (N, K), a view for Conv1D
+        y = pointwise(x.reshape(-1, x.shape[-1]), w, bias, "none", [], "")  # (M, N)
+        return y.view(*x.shape[:-1], w.shape[0])
+
+    @product.register_fake
+    def _(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
+        return x.new_empty(*x.shape[:-1], weight.shape[0 if out_in else 1])
+
+    def setup(ctx, inputs, output) -> None:
+        x, weight, bias, out_in = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias, ctx.out_in = bias is not None, out_in
+
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])  # (M, N)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:  # (M, N) @ (N, K): mm_nt wants the (K, N) matrix
+            dx = mm_nt(g, weight.t() if ctx.out_in else weight).view(x.shape)
+        if ctx.needs_input_grad[1]:  # in the weight's own layout; MKL reads transposes free
+            rows = x.reshape(-1, x.shape[-1])  # (M, K)
+            dw = torch.mm(g.t(), rows) if ctx.out_in else torch.mm(rows.t(), g)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = g.sum(0)
+        return dx, dw, db, None
+
+    product.register_autograd(backward, setup_context=setup)
+    return product
+
+
+_PRODUCT = _register() if onednn_available() else None

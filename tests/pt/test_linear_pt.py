@@ -1,0 +1,79 @@
+"""The oneDNN product (the CPU float32 default) gives PyTorch's own numbers and gradients."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cases import assert_close, tiny_config  # noqa: E402
+from frameworks import random_state  # noqa: E402
+from gpt2_dual.pt import GPT2LMHeadModel  # noqa: E402
+from gpt2_dual.pt.linear import Conv1D, onednn_available, use_onednn  # noqa: E402
+from gpt2_dual.pt.weights import load_canonical  # noqa: E402
+
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="no oneDNN in this torch build")
+
+
+@pytest.fixture
+def onednn_default():
+    yield
+    use_onednn(onednn_available())
+
+
+def _model(tie: bool):
+    config = tiny_config(tie_word_embeddings=tie)
+    model = GPT2LMHeadModel(config)
+    load_canonical(model, random_state(config, "lm"))
+    return model
+
+
+def _run(model, ids, onednn: bool):
+    use_onednn(onednn)
+    model.zero_grad(set_to_none=True)
+    with torch.profiler.profile() as prof:
+        out = model(ids, labels=ids)
+        out.loss.backward()
+    ran = {e.key for e in prof.key_averages()}
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out, grads, ran
+
+
+@needs_onednn
+@pytest.mark.parametrize("tie", [True, False])
+def test_onednn_matches_pytorch_forward_and_gradients(onednn_default, tie):
+    model = _model(tie)
+    ids = torch.randint(0, 99, (3, 7), generator=torch.Generator().manual_seed(0))
+    plain, plain_grads, plain_ran = _run(model, ids, onednn=False)
+    fast, fast_grads, fast_ran = _run(model, ids, onednn=True)
+    assert "gpt2_dual::onednn_linear" in fast_ran and "aten::addmm" not in fast_ran
+    assert "gpt2_dual::onednn_linear" not in plain_ran
+    assert_close(fast.logits.detach(), plain.logits.detach(), what="logits")
+    assert_close(fast.loss.detach(), plain.loss.detach(), what="loss")
+    for name, grad in plain_grads.items():
+        assert fast_grads[name].shape == grad.shape, name
+        assert_close(fast_grads[name], grad, what=f"grad {name}")
+
+
+def test_other_dtypes_and_autocast_take_pytorch_kernels(onednn_default):
+    model = _model(tie=True)
+    ids = torch.randint(0, 99, (2, 5), generator=torch.Generator().manual_seed(1))
+    use_onednn(onednn_available())
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        model.double()(ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.float()(ids)
+    assert "gpt2_dual::onednn_linear" not in {e.key for e in prof.key_averages()}
+
+
+def test_conv1d_is_x_times_weight_plus_bias(onednn_default):
+    layer = Conv1D(5, 3)  # weight (in, out), as transformers' Conv1D
+    assert layer.weight.shape == (5, 3) and layer.bias.shape == (3,)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    x = torch.randn(2, 4, 5, generator=torch.Generator().manual_seed(2))
+    expected = (x.double() @ layer.weight.double() + layer.bias.double()).float().detach()
+    for onednn in [False] + ([True] if onednn_available() else []):
+        use_onednn(onednn)
+        assert_close(layer(x).detach(), expected, what=f"Conv1D, onednn={onednn}")
+
