@@ -19,6 +19,7 @@ import datetime
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,9 @@ def _worker(rank: int, port: int, folder: str, results: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # The heads return tensors of their own, never views (FSDP2 cannot hook in-place ops on a
+    # view of a module's output and says so).
+    warnings.filterwarnings("error", message=".*returned a view tensor")
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=TIMEOUT_S)

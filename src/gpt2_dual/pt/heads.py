@@ -231,7 +231,8 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
         )  # fmt: skip
         hidden = out.last_hidden_state  # (B, N, T, C)
         logits = linear(hidden, self.lm_head.weight, None, out_in=True)
-        mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1)
+        # (B, N, 1) -> (B, N); a copy (B x N numbers), not a view, for FSDP2's output hooks
+        mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1).clone()
         mc_loss = None if mc_labels is None else losses.multiple_choice_loss(mc_logits, mc_labels)
         return DoubleHeadsModelOutput(
             loss=None if labels is None else losses.causal_lm_loss(logits, labels),
@@ -425,7 +426,8 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
             use_cache=False, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )  # fmt: skip
-        logits = self.classifier(self.dropout(out.last_hidden_state))
+        hidden = self.dropout(out.last_hidden_state)
+        logits = linear(hidden, self.classifier.weight, self.classifier.bias, out_in=True)
         return TokenClassifierOutput(
             loss=None if labels is None else losses.token_classification_loss(logits, labels),
             logits=logits,

@@ -72,11 +72,18 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, *, out_in: bool) -> T
     """
     if _onednn_on(x, weight):
         return _PRODUCT(x, weight, bias, out_in)
-    if out_in:
-        return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])
-    y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
-    return y.view(*x.shape[:-1], weight.shape[-1])
+    if out_in:
+        y = F.linear(rows, weight, bias)
+    else:
+        y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
+    return _unfold(y, x)
+
+
+def _unfold(y: Tensor, x: Tensor) -> Tensor:
+    """``(M, N) -> (..., N)`` with ``x``'s leading shape, as a tensor of its own rather than a
+    view (as ``torch.matmul`` returns it): FSDP2 warns about modules that return views."""
+    return torch.ops.aten._unsafe_view(y, (*x.shape[:-1], y.shape[-1]))
 
 
 class Conv1D(nn.Module):
@@ -120,8 +127,7 @@ def _register():
     @torch.library.custom_op("gpt2_dual::onednn_linear", mutates_args=())
     def product(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
         w = weight if out_in else weight.t()  # (N, K), a view for Conv1D
-        y = pointwise(x.reshape(-1, x.shape[-1]), w, bias, "none", [], "")  # (M, N)
-        return y.view(*x.shape[:-1], w.shape[0])
+        return _unfold(pointwise(x.reshape(-1, x.shape[-1]), w, bias, "none", [], ""), x)
 
     @product.register_fake
     def _(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
