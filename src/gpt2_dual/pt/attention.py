@@ -310,4 +310,3 @@ class Attention(nn.Module):
             need_weights=output_attentions,
         )  # fmt: skip
         return self.resid_dropout(self.c_proj(y)), weights
-

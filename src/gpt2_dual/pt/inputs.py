@@ -139,7 +139,7 @@ def _check_static(cache: StaticCache, shape: tuple[int, ...], dtype: torch.dtype
 def fold(*tensors):
     """Fold leading axes into the batch: ids ``(..., T)``, embeds ``(..., T, C)``."""
     input_ids, inputs_embeds = tensors[:2]
-    lead = (input_ids.shape[:-1] if input_ids is not None else inputs_embeds.shape[:-2])
+    lead = input_ids.shape[:-1] if input_ids is not None else inputs_embeds.shape[:-2]
     if len(lead) == 1:
         return lead, tensors
     folded = [t if t is None else t.reshape(-1, t.shape[-1]) for t in tensors]

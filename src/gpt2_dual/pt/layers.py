@@ -177,9 +177,7 @@ class Block(nn.Module):
             ``(B, T, C)``, self-attention probabilities, cross-attention probabilities (or
             None each).
         """
-        a, weights = self.attn(
-            self.ln_1(x), mask, cache=cache, output_attentions=output_attentions
-        )
+        a, weights = self.attn(self.ln_1(x), mask, cache=cache, output_attentions=output_attentions)
         x = x + a
         cross = None
         if encoder_hidden_states is not None:
