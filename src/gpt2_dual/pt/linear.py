@@ -26,12 +26,13 @@ from torch import Tensor, nn
 
 __all__ = ["Conv1D", "linear", "onednn_available", "use_onednn"]
 
-_STATE = {"onednn": None}  # None: decided on first use (onednn_available())
-
 
 def onednn_available() -> bool:
     """Whether this PyTorch build has oneDNN and its fused linear op."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_STATE = {"onednn": onednn_available()}
 
 
 def use_onednn(enabled: bool) -> None:
@@ -48,8 +49,6 @@ def use_onednn(enabled: bool) -> None:
 
 
 def _onednn_on(x: Tensor, weight: Tensor) -> bool:
-    if _STATE["onednn"] is None:
-        _STATE["onednn"] = onednn_available()
     return (
         _STATE["onednn"]
         and x.device.type == "cpu"
