@@ -241,6 +241,29 @@ def test_xla_equals_eager(head):
     assert_same(numpy_of(xla), eager, "float32", f"{head} under XLA")
 
 
+@pytest.mark.parametrize("padding", ["none", "right", "left"])
+def test_causal_attention_in_row_blocks_equals_one_block(monkeypatch, padding):
+    """A whole sequence's causal attention runs in blocks of ``ROW_BLOCK`` query rows (128 in
+    use; 3 here, SEQ = 7: two full blocks and a short one): the outputs of one block, eager and
+    under XLA, padded rows (a left-padded query that sees only itself) included."""
+    from gpt2_dual.tf import attention
+
+    model = model_of("lm")
+    inputs = inputs_of("lm", model.config, padding="left" if padding == "none" else padding)
+    if padding == "none":
+        inputs["attention_mask"] = np.ones_like(inputs["attention_mask"])
+    whole = numpy_of(model(inputs, use_cache=False))  # SEQ < 2 * ROW_BLOCK: one block
+    calls = []
+    one_block = attention._attend
+    monkeypatch.setattr(attention, "ROW_BLOCK", 3)
+    monkeypatch.setattr(attention, "_attend", lambda *a, **k: calls.append(1) or one_block(*a, **k))
+    blocked = numpy_of(model(inputs, use_cache=False))
+    assert len(calls) == 3 * model.config.n_layer
+    assert_same(blocked, whole, "float32", f"row blocks, {padding} padding")
+    xla = tf.function(lambda x: model(x, use_cache=False), jit_compile=True)(inputs)
+    assert_same(numpy_of(xla), whole, "float32", f"row blocks under XLA, {padding} padding")
+
+
 def test_compiled_predict_equals_eager():
     model = TF.build("lm", tiny_config(pad_token_id=PAD), random_state(tiny_config(), "lm"))
     model.compile(jit_compile=True)
