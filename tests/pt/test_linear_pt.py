@@ -46,8 +46,9 @@ def test_onednn_matches_pytorch_forward_and_gradients(onednn_default, tie):
     ids = torch.randint(0, 99, (3, 7), generator=torch.Generator().manual_seed(0))
     plain, plain_grads, plain_ran = _run(model, ids, onednn=False)
     fast, fast_grads, fast_ran = _run(model, ids, onednn=True)
-    assert "gpt2_dual::onednn_linear" in fast_ran and "aten::addmm" not in fast_ran
-    assert "gpt2_dual::onednn_linear" not in plain_ran
+    onednn = "mkldnn::_linear_pointwise"
+    assert onednn in fast_ran and "aten::addmm" not in fast_ran
+    assert onednn not in plain_ran
     assert_close(fast.logits.detach(), plain.logits.detach(), what="logits")
     assert_close(fast.loss.detach(), plain.loss.detach(), what="loss")
     for name, grad in plain_grads.items():
@@ -63,7 +64,32 @@ def test_other_dtypes_and_autocast_take_pytorch_kernels(onednn_default):
         model.double()(ids)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model.float()(ids)
-    assert "gpt2_dual::onednn_linear" not in {e.key for e in prof.key_averages()}
+    assert "mkldnn::_linear_pointwise" not in {e.key for e in prof.key_averages()}
+
+
+@needs_onednn
+def test_compiled_model_calls_the_custom_op(onednn_default):
+    use_onednn(True)
+    model = _model(tie=True)
+    ids = torch.randint(0, 99, (3, 7), generator=torch.Generator().manual_seed(3))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.profiler.profile() as prof:
+        out = compiled(ids, labels=ids)
+        out.loss.backward()
+    ran = {e.key for e in prof.key_averages()}
+    assert {"gpt2_dual::onednn_linear", "gpt2_dual::onednn_mm_nt"} <= ran
+    assert_close(out.logits.detach(), model(ids).logits.detach(), what="compiled logits")
+    torch._dynamo.reset()
+
+
+def test_one_row_takes_mkl(onednn_default):
+    # A decode step (one token of one sequence): MKL's matrix-vector kernel is faster.
+    use_onednn(onednn_available())
+    model = _model(tie=True)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        model(torch.tensor([[5]]))
+    assert "mkldnn::_linear_pointwise" not in {e.key for e in prof.key_averages()}
 
 
 def test_conv1d_is_x_times_weight_plus_bias(onednn_default):

@@ -192,6 +192,21 @@ def test_mixed_bfloat16_is_close_to_float32(head, mixed_bfloat16):
     _assert_same(_main(model, inputs, head), _main(reference, inputs, head), head, "bfloat16")
 
 
+@pytest.mark.parametrize("head", ["lm", "sequence_classification"])
+def test_export_needs_no_input_signature(tmp_path, head):
+    model = getattr(gpt, HEAD_SPECS[head].class_name)(_config())
+    model.export(tmp_path / "served")
+    loaded = tf.saved_model.load(str(tmp_path / "served"))
+    inputs = _inputs(head, batch=2, seed=3)
+    feed = {k: tf.constant(inputs[k], tf.int32) for k in ("input_ids", "attention_mask")}
+    served = loaded.serve(feed)
+    main = HEAD_SPECS[head].outputs[0]
+    assert main in served and "past_key_values" not in served and "loss" not in served
+    expected = model(feed, use_cache=False)[main]
+    assert_close(served[main].numpy(), expected.numpy(), what=f"served {main}")
+    assert "serving_default" in loaded.signatures
+
+
 def test_saved_model_serving_signature(tmp_path):
     model = gpt.GPT2LMHeadModel(_config())
     spec = tf.TensorSpec([None, None], tf.int32)

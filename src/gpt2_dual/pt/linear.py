@@ -12,13 +12,18 @@ On CPU in float32 the product runs on oneDNN, which ships inside PyTorch
 AVX2 code AMD CPUs get. Both are IEEE float32 GEMMs with float32 accumulation; only the
 summation order differs (logits stay within 1e-5 of transformers). Measured on a 2-core AMD
 EPYC (``benchmarks/results/pt_cpu.md``): 53 against 92 GFLOP/s per core on the LM head's
-forward shape, 90 against 105 on the blocks'. The oneDNN product is a custom op
-(``torch.library``) with its own backward, so it serves training and ``torch.compile``
-(inductor calls it as an opaque kernel). Every other case (GPU, other dtypes, CPU autocast,
-no oneDNN in the build, or ``use_onednn(False)``) runs PyTorch's ``addmm``/``linear``.
+forward shape, 90 against 105 on the blocks'. A single row (one token of one sequence, as in
+a decode step) stays on MKL, whose matrix-vector kernel is faster there. Eager, the product is
+an ``autograd.Function`` with its own backward (oneDNN for the input gradient, MKL, which reads
+transposed operands in place, for the weight gradient); under ``torch.compile`` it is a
+``torch.library`` custom op that inductor calls as an opaque kernel (a custom op costs ~1 s on
+its first eager call, so eager code does not use it). Every other case (GPU, other dtypes, CPU
+autocast, no oneDNN in the build, or ``use_onednn(False)``) runs PyTorch's ``addmm``/``linear``.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +59,7 @@ def _onednn_on(x: Tensor, weight: Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
+        and x.numel() >= 2 * x.shape[-1]  # one row (a decode step): MKL's GEMV is faster
     )
 
 
@@ -70,7 +76,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, *, out_in: bool) -> T
         ``(..., N)``.
     """
     if _onednn_on(x, weight):
-        return _PRODUCT(x, weight, bias, out_in)
+        if torch.compiler.is_compiling():
+            return _COMPILED(x, weight, bias, out_in)
+        return _Product.apply(x, weight, bias, out_in)
     rows = x.reshape(-1, x.shape[-1])
     if out_in:
         y = F.linear(rows, weight, bias)
@@ -111,13 +119,54 @@ class Conv1D(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
+def _nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``a (M, K) @ b (N, K).T + bias`` on oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+
+
+def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
+    w = weight if out_in else weight.t()  # (N, K), a view for Conv1D
+    return _unfold(_nt(x.reshape(-1, x.shape[-1]), w, bias), x)
+
+
+def _setup(ctx, inputs, output) -> None:
+    x, weight, bias, out_in = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias, ctx.out_in = bias is not None, out_in
+
+
+def _backward(ctx, grad: Tensor, nt=_nt):
+    x, weight = ctx.saved_tensors
+    g = grad.reshape(-1, grad.shape[-1])  # (M, N)
+    dx = dw = db = None
+    if ctx.needs_input_grad[0]:  # (M, N) @ (N, K): nt wants the (K, N) matrix
+        dx = nt(g, weight.t() if ctx.out_in else weight).view(x.shape)
+    if ctx.needs_input_grad[1]:  # in the weight's own layout; MKL reads transposes free
+        rows = x.reshape(-1, x.shape[-1])  # (M, K)
+        dw = torch.mm(g.t(), rows) if ctx.out_in else torch.mm(rows.t(), g)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        db = g.sum(0)
+    return dx, dw, db, None
+
+
+class _Product(torch.autograd.Function):
+    """The eager oneDNN product (a ``torch.library`` op costs ~1 s on its first call)."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
+        return _forward(x, weight, bias, out_in)
+
+    setup_context = staticmethod(_setup)
+    backward = staticmethod(_backward)
+
+
 def _register():
-    """Register the custom ops (at import, where oneDNN is available)."""
-    pointwise = torch.ops.mkldnn._linear_pointwise  # (a (M, K), b (N, K), bias) -> a @ b.T + bias
+    """Register the custom ops that ``torch.compile`` sees (inductor would otherwise lower
+    oneDNN's linear op itself, which it can only do for frozen weights)."""
 
     @torch.library.custom_op("gpt2_dual::onednn_mm_nt", mutates_args=())
     def mm_nt(a: Tensor, b: Tensor) -> Tensor:  # a (M, K) @ b (N, K).T
-        return pointwise(a, b, None, "none", [], "")
+        return _nt(a, b)
 
     @mm_nt.register_fake
     def _(a: Tensor, b: Tensor) -> Tensor:
@@ -125,33 +174,14 @@ def _register():
 
     @torch.library.custom_op("gpt2_dual::onednn_linear", mutates_args=())
     def product(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
-        w = weight if out_in else weight.t()  # (N, K), a view for Conv1D
-        return _unfold(pointwise(x.reshape(-1, x.shape[-1]), w, bias, "none", [], ""), x)
+        return _forward(x, weight, bias, out_in)
 
     @product.register_fake
     def _(x: Tensor, weight: Tensor, bias: Tensor | None, out_in: bool) -> Tensor:
         return x.new_empty(*x.shape[:-1], weight.shape[0 if out_in else 1])
 
-    def setup(ctx, inputs, output) -> None:
-        x, weight, bias, out_in = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias, ctx.out_in = bias is not None, out_in
-
-    def backward(ctx, grad: Tensor):
-        x, weight = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1])  # (M, N)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:  # (M, N) @ (N, K): mm_nt wants the (K, N) matrix
-            dx = mm_nt(g, weight.t() if ctx.out_in else weight).view(x.shape)
-        if ctx.needs_input_grad[1]:  # in the weight's own layout; MKL reads transposes free
-            rows = x.reshape(-1, x.shape[-1])  # (M, K)
-            dw = torch.mm(g.t(), rows) if ctx.out_in else torch.mm(rows.t(), g)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = g.sum(0)
-        return dx, dw, db, None
-
-    product.register_autograd(backward, setup_context=setup)
+    product.register_autograd(partial(_backward, nt=mm_nt), setup_context=_setup)
     return product
 
 
-_PRODUCT = _register() if onednn_available() else None
+_COMPILED = _register() if onednn_available() else None

@@ -186,6 +186,38 @@ class GPT2PreTrainedModel(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss / replicas if replicas > 1 else loss
 
+    def export(
+        self,
+        filepath: str | os.PathLike,
+        format: str = "tf_saved_model",  # noqa: A002 - Keras' own keyword
+        verbose: bool | None = None,
+        input_signature: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Keras' ``export``. A SavedModel without ``input_signature`` gets one endpoint,
+        ``serve`` (also ``serving_default``): a dict of int32 ``(B, T)`` ``input_ids`` and
+        ``attention_mask`` in, the head's output fields out (no cache). Keras cannot infer a
+        signature for a model called with keywords.
+
+        Example:
+            >>> model.export("served/")  # doctest: +SKIP
+            >>> tf.saved_model.load("served/").serve({"input_ids": ids, "attention_mask": mask})
+        """
+        if format != "tf_saved_model" or input_signature is not None:
+            return super().export(
+                filepath, format=format, verbose=verbose, input_signature=input_signature,
+                **kwargs,
+            )  # fmt: skip
+        names = ("input_ids", "attention_mask")
+        spec = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in names}
+        archive = keras.export.ExportArchive()
+        archive.track(self)
+        archive.add_endpoint(
+            "serve", lambda inputs: dict(self(inputs, use_cache=False)), input_signature=[spec]
+        )
+        archive.write_out(os.fspath(filepath), verbose=bool(verbose))
+        return None
+
 
 @keras.saving.register_keras_serializable(package="gpt2_dual")
 class GPT2Model(GPT2PreTrainedModel):
