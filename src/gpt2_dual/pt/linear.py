@@ -11,14 +11,16 @@ On CPU in float32 the product runs on oneDNN, which ships inside PyTorch
 (``torch.ops.mkldnn._linear_pointwise``): PyTorch's own float32 path is MKL's sgemm, whose
 AVX2 code AMD CPUs get. Both are IEEE float32 GEMMs with float32 accumulation; only the
 summation order differs (logits stay within 1e-5 of transformers). Measured on a 2-core AMD
-EPYC (``benchmarks/results/pt_cpu.md``): 53 against 92 GFLOP/s per core on the LM head's
-forward shape, 90 against 105 on the blocks'. A single row (one token of one sequence, as in
-a decode step) stays on MKL, whose matrix-vector kernel is faster there. Eager, the product is
-an ``autograd.Function`` with its own backward (oneDNN for the input gradient, MKL, which reads
-transposed operands in place, for the weight gradient); under ``torch.compile`` it is a
-``torch.library`` custom op that inductor calls as an opaque kernel (a custom op costs ~1 s on
-its first eager call, so eager code does not use it). Every other case (GPU, other dtypes, CPU
-autocast, no oneDNN in the build, or ``use_onednn(False)``) runs PyTorch's ``addmm``/``linear``.
+EPYC (``benchmarks/results/gemm_cpu.md``, one thread): 63-66 against 92-99 GFLOP/s on the LM
+head's forward, 91-103 against 101-112 on the blocks'. A single row (one token of one
+sequence, as in a decode step) stays on MKL, whose matrix-vector kernel is faster there.
+
+Eager, the product is an ``autograd.Function`` with its own backward: oneDNN for the input
+gradient and the LM head's weight gradient, MKL (which reads transposed operands in place)
+for the blocks' weight gradients. Under ``torch.compile`` it is a ``torch.library`` custom op
+that inductor calls as an opaque kernel; eager code avoids the custom op, whose first call
+costs about 1 s. Every other case (GPU, other dtypes, CPU autocast, no oneDNN in the build,
+or ``use_onednn(False)``) runs PyTorch's ``addmm``/``linear``.
 """
 
 from __future__ import annotations
@@ -141,9 +143,12 @@ def _backward(ctx, grad: Tensor, nt=_nt):
     dx = dw = db = None
     if ctx.needs_input_grad[0]:  # (M, N) @ (N, K): nt wants the (K, N) matrix
         dx = nt(g, weight.t() if ctx.out_in else weight).view(x.shape)
-    if ctx.needs_input_grad[1]:  # in the weight's own layout; MKL reads transposes free
+    if ctx.needs_input_grad[1]:  # in the weight's own layout
         rows = x.reshape(-1, x.shape[-1])  # (M, K)
-        dw = torch.mm(g.t(), rows) if ctx.out_in else torch.mm(rows.t(), g)
+        if ctx.out_in:  # the LM head's (V, K): oneDNN, even with the two copies, beats MKL
+            dw = nt(g.t().contiguous(), rows.t().contiguous())
+        else:  # Conv1D's (K, N): MKL, which reads the transposed operand in place
+            dw = torch.mm(rows.t(), g)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         db = g.sum(0)
     return dx, dw, db, None
