@@ -40,7 +40,6 @@ FORMATS = {
     "sharded": dict(max_shard_size=3000),
     "bin": dict(safe_serialization=False),
 }
-LOOKED_FOR = "model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -315,40 +314,6 @@ def test_errors_are_the_frameworks_shared_ones():
     assert weights.LoadReport is loading.LoadReport
 
 
-def test_missing_tensor_is_named(tmp_path):
-    folder = _saved(tmp_path, "lm")
-    _rewrite_safetensors(folder, lambda s: s.pop("transformer.h.1.mlp.c_fc.bias"))
-    with pytest.raises(CheckpointError, match=r"missing 1: h\.1\.mlp\.c_fc\.bias \(check"):
-        gpt.GPT2LMHeadModel.from_pretrained(folder)
-
-
-def test_misshapen_tensor_names_expected_and_found_shapes(tmp_path):
-    folder = _saved(tmp_path, "base")
-
-    def shrink(state):
-        state["h.0.attn.c_proj.weight"] = state["h.0.attn.c_proj.weight"][:, :31].copy()
-
-    _rewrite_safetensors(folder, shrink)
-    with pytest.raises(
-        CheckpointError, match=r"h\.0\.attn\.c_proj\.weight: expected \(32, 32\), found \(32, 31\)"
-    ):
-        gpt.GPT2Model.from_pretrained(folder)
-
-
-def test_unexpected_tensor_is_named_unless_not_strict(tmp_path, caplog):
-    folder = _saved(tmp_path, "lm")
-
-    def add(state):
-        state["transformer.h.0.attn.extra"] = np.zeros(3, dtype=np.float32)
-
-    _rewrite_safetensors(folder, add)
-    with pytest.raises(CheckpointError, match=r"unexpected 1: h\.0\.attn\.extra \(check"):
-        gpt.GPT2LMHeadModel.from_pretrained(folder)
-    with caplog.at_level(logging.WARNING, logger="gpt2_dual"):
-        gpt.GPT2LMHeadModel.from_pretrained(folder, strict=False)
-    assert "were not used when initializing GPT2LMHeadModel: h.0.attn.extra" in caplog.text
-
-
 def test_load_canonical_strict_names_missing_and_unexpected_at_once():
     model = gpt.GPT2ForTokenClassification(_config())
     state = to_canonical(model)
@@ -375,14 +340,6 @@ def test_load_canonical_strict_names_missing_and_unexpected_at_once():
     )
 
 
-def test_truncated_safetensors_is_refused(tmp_path):
-    folder = _saved(tmp_path, "base")
-    path = folder / hf.SAFE_WEIGHTS
-    path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(ValueError, match=r"model.safetensors is not a valid safetensors file"):
-        gpt.GPT2Model.from_pretrained(folder)
-
-
 def test_bin_with_pickled_object_is_refused(tmp_path):
     folder = _saved(tmp_path, "base")
     (folder / hf.SAFE_WEIGHTS).unlink()
@@ -391,13 +348,6 @@ def test_bin_with_pickled_object_is_refused(tmp_path):
     with pytest.raises(
         pickle.UnpicklingError, match="gpt2_dual refused to unpickle .*pytorch_model.bin"
     ):
-        gpt.GPT2Model.from_pretrained(folder)
-
-
-def test_folder_without_weights_lists_files_looked_for(tmp_path):
-    folder = _saved(tmp_path, "base")
-    (folder / hf.SAFE_WEIGHTS).unlink()
-    with pytest.raises(FileNotFoundError, match=f"looked for {LOOKED_FOR}"):
         gpt.GPT2Model.from_pretrained(folder)
 
 
