@@ -40,7 +40,6 @@ from gpt2_dual.pt.weights import load_canonical
 DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")  # "cpu": a dry run of the logic
 LINES: list[str] = []
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
-TIERS = {torch.float32: 1e-5, torch.float16: None, torch.bfloat16: None}
 
 
 def log(line: str = "") -> None:

@@ -103,3 +103,15 @@ def test_conv1d_is_x_times_weight_plus_bias(onednn_default):
         use_onednn(onednn)
         assert_close(layer(x).detach(), expected, what=f"Conv1D, onednn={onednn}")
 
+
+
+def test_head_layers_stay_nn_linear_modules_that_hooks_see():
+    # The heads' products go through the module call, so forward hooks and tools that swap
+    # nn.Linear layers (quantizers, adapters) still see the LM head.
+    model = _model(tie=True)
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    assert isinstance(model.lm_head, torch.nn.Linear)
+    with torch.no_grad():
+        logits = model(torch.tensor([[5, 6, 7]])).logits
+    assert seen == [logits.shape]

@@ -9,9 +9,9 @@ Framework paths are attribute paths (a ``getattr`` walk; digits index lists) rel
 backbone for backbone rows and to the head model for head rows. gpt2_dual.pt keeps
 transformers' layouts exactly (its own ``Conv1D`` in the blocks, ``nn.Linear`` in the heads),
 so its state dicts equal transformers' and a checkpoint's tensors can be used in place; Keras
-``Dense`` kernels are ``(in, out)``, so Linear rows are transposed on the Keras side. Shape checks do not
-catch a missing transpose on a square matrix (``attn.c_proj`` is ``(C, C)``): the parity tests
-with random, non-symmetric weights do.
+``Dense`` kernels are ``(in, out)``, so Linear rows are transposed on the Keras side. Shape
+checks do not catch a missing transpose on a square matrix (``attn.c_proj`` is ``(C, C)``):
+the parity tests with random, non-symmetric weights do.
 """
 
 from __future__ import annotations

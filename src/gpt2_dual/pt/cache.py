@@ -143,10 +143,11 @@ class StaticCache:
         self.values = [new() for _ in range(config.n_layer)]
         self.lengths = torch.zeros(config.n_layer, dtype=torch.long, device=device)
         self.batch_size, self.max_length, self.dtype = batch_size, max_length, dtype
-        for buffer in (*self.keys, *self.values, self.lengths):
-            # Fixed addresses: CUDA graphs (torch.compile mode="reduce-overhead") replay
-            # over these buffers instead of copying them in at every step.
-            torch._dynamo.mark_static_address(buffer)
+        if self.lengths.is_cuda:  # (torch._dynamo costs ~1 s to import; only CUDA needs it)
+            for buffer in (*self.keys, *self.values, self.lengths):
+                # Fixed addresses: CUDA graphs (torch.compile mode="reduce-overhead") replay
+                # over these buffers instead of copying them in at every step.
+                torch._dynamo.mark_static_address(buffer)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Number of positions written in layer ``layer_idx`` (syncs with the device)."""

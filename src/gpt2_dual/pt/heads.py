@@ -23,7 +23,7 @@ from gpt2_dual.outputs import (
     TokenClassifierOutput,
 )
 from gpt2_dual.pt import losses
-from gpt2_dual.pt.linear import linear
+from gpt2_dual.pt.linear import Linear
 from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel, _warn_once
 from gpt2_dual.pt.summary import SequenceSummary, gather_tokens, last_non_pad_token
 
@@ -51,7 +51,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self._finish_init(self.lm_head)
 
     def forward(
@@ -93,7 +93,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         )  # fmt: skip
         hidden = out.last_hidden_state
         hidden = hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden
-        logits = linear(hidden, self.lm_head.weight, None, out_in=True)
+        logits = self.lm_head(hidden)
         return CausalLMOutput(
             loss=None if labels is None else losses.causal_lm_loss(logits, labels),
             logits=logits,
@@ -119,7 +119,7 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.multiple_choice_head = SequenceSummary(config)
         self._finish_init(self.lm_head, self.multiple_choice_head)
 
@@ -157,7 +157,7 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
             output_hidden_states=output_hidden_states,
         )  # fmt: skip
         hidden = out.last_hidden_state  # (B, N, T, C)
-        logits = linear(hidden, self.lm_head.weight, None, out_in=True)
+        logits = self.lm_head(hidden)
         # (B, N, 1) -> (B, N); a copy (B x N numbers), not a view, for FSDP2's output hooks
         mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1).clone()
         mc_loss = None if mc_labels is None else losses.multiple_choice_loss(mc_logits, mc_labels)
@@ -185,7 +185,7 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.qa_outputs = Linear(config.n_embd, 2)
         self._finish_init(self.qa_outputs)
 
     def forward(
@@ -248,7 +248,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.score = Linear(config.n_embd, config.num_labels, bias=False)
         self._finish_init(self.score)
 
     def forward(
@@ -323,7 +323,7 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
         self.dropout = nn.Dropout(token_classifier_dropout(config))
-        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+        self.classifier = Linear(config.n_embd, config.num_labels)
         self._finish_init(self.classifier)
 
     def forward(
@@ -353,8 +353,7 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
             use_cache=False, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )  # fmt: skip
-        hidden = self.dropout(out.last_hidden_state)
-        logits = linear(hidden, self.classifier.weight, self.classifier.bias, out_in=True)
+        logits = self.classifier(self.dropout(out.last_hidden_state))
         return TokenClassifierOutput(
             loss=None if labels is None else losses.token_classification_loss(logits, labels),
             logits=logits,

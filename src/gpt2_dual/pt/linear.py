@@ -4,8 +4,8 @@ Shapes: M rows (batch x tokens), K in features, N out features.
 
 ``Conv1D`` keeps transformers' GPT-2 layout, weight ``(K, N)``, so state dicts equal
 transformers' tensor for tensor and ``from_pretrained`` can use a checkpoint's tensors in
-place. ``linear(x, weight, bias, out_in=...)`` is the one product both it and the LM head
-(``nn.Linear`` layout, weight ``(N, K)``) call.
+place. ``linear(x, weight, bias, out_in=...)`` is the one product both it and ``Linear``
+(the heads' ``nn.Linear``, weight ``(N, K)``) call.
 
 On CPU in float32 the product runs on oneDNN, which ships inside PyTorch
 (``torch.ops.mkldnn._linear_pointwise``): PyTorch's own float32 path is MKL's sgemm, whose
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Conv1D", "linear", "onednn_available", "use_onednn"]
+__all__ = ["Conv1D", "Linear", "linear", "onednn_available", "use_onednn"]
 
 
 def onednn_available() -> bool:
@@ -119,6 +119,20 @@ class Conv1D(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (weight ``(out, in)``) whose product is ``linear``: the heads' layers.
+
+    Still an ``nn.Linear`` (hooks, ``isinstance`` checks and layer-swapping tools see one);
+    only the product's kernel differs.
+
+    Shapes:
+        ``(..., in_features) -> (..., out_features)``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias, out_in=True)
 
 
 def _nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.heads import multiple_choice_features
 from gpt2_dual.pt.layers import activation
+from gpt2_dual.pt.linear import Linear
 
 __all__ = ["SequenceSummary", "gather_tokens", "last_non_pad_token"]
 
@@ -63,7 +64,7 @@ class SequenceSummary(nn.Module):
         self.first_dropout = nn.Dropout(config.summary_first_dropout)
         self.summary: nn.Module = nn.Identity()
         if config.summary_use_proj:
-            self.summary = nn.Linear(config.n_embd, multiple_choice_features(config))
+            self.summary = Linear(config.n_embd, multiple_choice_features(config))
         name = config.summary_activation
         self.activation = activation(name) if name else activation("linear")
         self.last_dropout = nn.Dropout(float(config.extra.get("summary_last_dropout") or 0.0))

@@ -11,11 +11,11 @@ difference is named (``CheckpointError``, or a ``LoadReport`` with ``strict=Fals
 ``from_pretrained`` builds the model on the ``meta`` device and then makes each parameter the
 checkpoint's own tensor: safetensors files (and ``.bin`` files, through
 ``torch.load(mmap=True)``) are memory-mapped copy-on-write, and nothing is read until first
-use. Loading then takes no time and memory of
-its own, and the weights are resident once (the file's pages; a write, such as an optimizer
-step, gives the written page its own copy). Another dtype or device costs one converted copy
-per tensor. As transformers does, the file stays mapped while the model lives: replace it only
-by writing a new file and renaming it over the old (``save_pretrained`` does so).
+use. Loading then takes no time and memory of its own, and the weights are resident once (the
+file's pages; a write, such as an optimizer step, gives the written page its own copy).
+Another dtype or device costs one converted copy per tensor. As transformers does, the file
+stays mapped while the model lives: replace it only by writing a new file and renaming it
+over the old (``save_pretrained`` does so).
 
 Example:
     >>> from gpt2_dual.pt import GPT2LMHeadModel
