@@ -161,6 +161,11 @@ class HubServer:
                 target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
             )
             self._thread.start()
+            # The resolver remembers a failed TCP probe of an endpoint for 30 s; an earlier
+            # test's closed port may be this server's port now, so forget that answer.
+            from gpt2_dual import _hub_paths
+
+            _hub_paths._probes.pop(self.url, None)
         return self.url
 
     def stop(self) -> None:
