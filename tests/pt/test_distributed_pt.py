@@ -16,8 +16,6 @@ after 3 steps, while the losses agreed within 1e-7.
 from __future__ import annotations
 
 import datetime
-import os
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -96,20 +94,20 @@ def _full_parameters(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def _worker(rank: int, port: int, folder: str, results: str) -> None:
+def _worker(rank: int, rendezvous: str, folder: str, results: str) -> None:
     """One rank: for every head and mode, train on its half and save rank 0's results."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     # The heads return tensors of their own, never views (FSDP2 cannot hook in-place ops on a
     # view of a module's output and says so).
     warnings.filterwarnings("error", message=".*returned a view tensor")
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=TIMEOUT_S)
-    )
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD,
+        timeout=datetime.timedelta(seconds=TIMEOUT_S),
+    )  # fmt: skip
     try:
         mesh = init_device_mesh("cpu", (WORLD,))
         rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
@@ -134,18 +132,13 @@ def _worker(rank: int, port: int, folder: str, results: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _spawn(folder: Path, results: Path) -> None:
     import torch.multiprocessing as mp
 
     context = mp.start_processes(
         _worker,
-        args=(_free_port(), str(folder), str(results)),
+        # A file rendezvous: no port to pick, so no race with another process for one.
+        args=(str(results.parent / "rendezvous"), str(folder), str(results)),
         nprocs=WORLD,
         join=False,
         start_method="spawn",
