@@ -132,23 +132,32 @@ def _worker(rank: int, rendezvous: str, folder: str, results: str) -> None:
         dist.destroy_process_group()
 
 
-def _spawn(folder: Path, results: Path) -> None:
+def _spawn(folder: Path, results: Path, attempts: int = 2) -> None:
+    """Run the ranks. A rank killed by SIGABRT ("terminate called without an active
+    exception", from gloo's C++ threads; about one run in eight here, at the commit before this
+    test changed too) is run again once; a Python error in a rank, or a second abort, fails."""
     import torch.multiprocessing as mp
 
-    context = mp.start_processes(
-        _worker,
-        # A file rendezvous: no port to pick, so no race with another process for one.
-        args=(str(results.parent / "rendezvous"), str(folder), str(results)),
-        nprocs=WORLD,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=1):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"distributed training did not finish in {TIMEOUT_S} s")
+    for attempt in range(1, attempts + 1):
+        context = mp.start_processes(
+            _worker,
+            # A file rendezvous (new per attempt): no port to pick, so no race for one.
+            args=(str(results.parent / f"rendezvous-{attempt}"), str(folder), str(results)),
+            nprocs=WORLD,
+            join=False,
+            start_method="spawn",
+        )
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            while not context.join(timeout=1):  # raises if a rank failed
+                if time.monotonic() > deadline:
+                    for process in context.processes:
+                        process.kill()
+                    pytest.fail(f"distributed training did not finish in {TIMEOUT_S} s")
+            return
+        except mp.ProcessExitedException as err:
+            if err.signal_name != "SIGABRT" or attempt == attempts:
+                raise
 
 
 def test_ddp_and_fsdp2_match_single_process(tmp_path):
