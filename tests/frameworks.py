@@ -11,6 +11,9 @@ Each adapter is numpy in, numpy out, so one test body serves every framework:
 - ``new_cache(model, kind, batch_size, max_length)``: ``None`` for ``"dynamic"`` (the model
   makes one), a preallocated cache for ``"static"``.
 - ``cache_arrays(cache) -> list[(k, v)]``: the written part of a cache, ``(B, H, S, D)`` each.
+- ``load(head, folder) -> model``: the head's ``from_pretrained(folder)``.
+- ``generate(model, input_ids, attention_mask=None, **kwargs)``: numpy prompt in; numpy ids
+  out, or a ``GenerateOutput`` whose tensors are numpy (``past_key_values`` dropped).
 
 The TF adapter (added with gpt2_dual.tf) implements the same four calls.
 """
@@ -75,6 +78,36 @@ class PT:
     @staticmethod
     def cache_arrays(cache) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(_to_numpy(k), _to_numpy(v)) for k, v in cache]
+
+    @staticmethod
+    def load(head: str, folder) -> Any:
+        import gpt2_dual.pt as gpt
+
+        return getattr(gpt, HEAD_SPECS[head].class_name).from_pretrained(folder)
+
+    @staticmethod
+    def generate(model, input_ids, attention_mask=None, **kwargs) -> Any:
+
+        args = {"input_ids": _to_torch(input_ids, model.device)}
+        if attention_mask is not None:
+            args["attention_mask"] = _to_torch(attention_mask, model.device)
+        return generated_numpy(model.generate(**args, **kwargs), lambda t: t.cpu().numpy())
+
+
+def generated_numpy(out: Any, to_numpy) -> Any:
+    """``generate``'s result with numpy arrays (scores and logits as float32)."""
+    from gpt2_dual.outputs import GenerateOutput
+
+    if not isinstance(out, GenerateOutput):
+        return to_numpy(out)
+    fields = {}
+    for name in ("sequences", "sequences_scores", "beam_indices"):
+        value = getattr(out, name)
+        fields[name] = None if value is None else to_numpy(value)
+    for name in ("scores", "logits"):
+        value = getattr(out, name)
+        fields[name] = None if value is None else tuple(to_numpy(v) for v in value)
+    return GenerateOutput(**fields)
 
 
 def _to_torch(value: Any, device) -> Any:

@@ -11,6 +11,9 @@ Example:
 """
 
 from gpt2_dual.config import PRESETS, GPT2Config
+from gpt2_dual.generation_config import GenerationConfig
+from gpt2_dual.outputs import GenerateOutput
+from gpt2_dual.streamers import TextIteratorStreamer, TextStreamer
 from gpt2_dual.tokenizer import GPT2TokenizerBase
 from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
 from gpt2_dual.tokenizer_encoding import BatchEncoding
@@ -22,8 +25,12 @@ __all__ = [
     "PRESETS",
     "BatchEncoding",
     "GPT2Config",
+    "GenerateOutput",
+    "GenerationConfig",
     "GPT2Tokenizer",
     "GPT2TokenizerBase",
     "GPT2TokenizerFast",
+    "TextIteratorStreamer",
+    "TextStreamer",
     "__version__",
 ]

@@ -124,6 +124,25 @@ class TokenClassifierOutput(ModelOutput):
     attentions: tuple[Any, ...] | None = None
 
 
+@dataclass(frozen=True)
+class GenerateOutput(ModelOutput):
+    """What ``generate(..., return_dict_in_generate=True)`` returns (transformers'
+    ``GenerateDecoderOnlyOutput`` / ``GenerateBeamDecoderOnlyOutput`` fields).
+
+    Shapes (R = B * num_return_sequences rows, L = prompt + new tokens, N = generated steps):
+    ``sequences`` (R, L); ``scores`` and ``logits`` tuples of N tensors (B * num_beams, V)
+    (``scores``: processed, ``logits``: raw); beam search only: ``sequences_scores`` (R,) and
+    ``beam_indices`` (R, N), -1 past a sequence's end.
+    """
+
+    sequences: Any = None
+    sequences_scores: Any = None
+    scores: tuple[Any, ...] | None = None
+    logits: tuple[Any, ...] | None = None
+    beam_indices: Any = None
+    past_key_values: Any = None
+
+
 #: Output class per head name (keys of ``gpt2_dual.heads.HEAD_SPECS``).
 OUTPUT_TYPES: dict[str, type[ModelOutput]] = {
     "base": BaseModelOutput,

@@ -72,6 +72,11 @@ class DynamicCache:
             self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=-2)
         return self.keys[layer_idx], self.values[layer_idx]
 
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """Keep rows ``beam_idx`` ``(B,)`` of every layer, in that order (beam search)."""
+        self.keys = [k.index_select(0, beam_idx) for k in self.keys]
+        self.values = [v.index_select(0, beam_idx) for v in self.values]
+
     def __len__(self) -> int:
         return len(self.keys)
 
@@ -171,6 +176,11 @@ class StaticCache:
         self.values[layer_idx].index_copy_(2, slots, v)
         self.lengths[layer_idx] += k.shape[-2]
         return self.keys[layer_idx], self.values[layer_idx]
+
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """Keep rows ``beam_idx`` ``(B,)`` of every buffer, in that order, in place."""
+        for buffer in (*self.keys, *self.values):
+            buffer.copy_(buffer.index_select(0, beam_idx))
 
     def reset(self) -> None:
         """Forget every cached position (buffers are reused, not freed)."""

@@ -23,6 +23,7 @@ from gpt2_dual.outputs import (
     TokenClassifierOutput,
 )
 from gpt2_dual.pt import losses
+from gpt2_dual.pt.generate import GenerationMixin
 from gpt2_dual.pt.linear import Linear
 from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel, _warn_once
 from gpt2_dual.pt.summary import SequenceSummary, gather_tokens, last_non_pad_token
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class GPT2LMHeadModel(GPT2PreTrainedModel):
+class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     """GPT-2 with a language-modelling head (``lm_head``, tied to ``wte`` by default).
 
     Example:
@@ -104,7 +105,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         )
 
 
-class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
+class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
     """GPT-2 with a language-modelling head and a multiple-choice head
     (``multiple_choice_head``, a ``SequenceSummary``) for ``(B, N, T)`` inputs. The config is
     not changed (transformers sets ``num_labels = 1``): see ``multiple_choice_features``.

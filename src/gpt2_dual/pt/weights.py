@@ -38,6 +38,7 @@ from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert import hf, loading
 from gpt2_dual.convert.loading import CheckpointError, LoadReport
 from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
+from gpt2_dual.generation_config import load_for_model
 from gpt2_dual.pt import _pretrained_io as files
 
 logger = logging.getLogger(__name__)
@@ -258,6 +259,8 @@ def from_pretrained(
     loading.check_fit(cls.__name__, plan, strict=False)  # shapes
     loading.check_tied(cls.__name__, view, plan.report, _equal, logger)
     _adopt(model, view, plan, torch.device(device or "cpu"), dtype)
+    if hasattr(model, "generate"):
+        model.generation_config = load_for_model(path_or_repo_id, config, hub)
     return model.eval()
 
 
@@ -324,7 +327,8 @@ def save_pretrained(
         safe_serialization: True: ``model.safetensors``; False: ``pytorch_model.bin``.
 
     Returns:
-        The written files, ``config.json`` last.
+        The written files (``generation_config.json`` too for the LM heads), ``config.json``
+        last.
 
     Example:
         >>> model.save_pretrained("out/")  # then transformers' from_pretrained("out/") works
@@ -333,5 +337,7 @@ def save_pretrained(
     state = _disk_state(model)
     written = files.write_weights(state, folder, max_shard_size, safe_serialization)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if hasattr(model, "generate"):
+        written.append(model.generation_config.save_pretrained(folder))
     written.append(loading.save_config(model.config, type(model).__name__, dtype, folder))
     return written

@@ -1,0 +1,268 @@
+"""``GenerationConfig``: the decoding options of ``generate``, with transformers' field names.
+
+One config drives ``model.generate`` in both frameworks. It reads and writes the same
+``generation_config.json`` as transformers: fields this class implements are attributes; keys
+it does not know are kept in ``extra`` and written back unchanged, except that a transformers
+decoding option we do not implement (``num_beam_groups``, ``penalty_alpha``, ``min_p``, ...)
+set to a non-default value is refused by ``validate`` instead of being silently ignored.
+
+``validate()`` checks each field and the contradictions between them; ``resolve(prompt_length,
+n_positions, vocab_size)`` also fixes the number of new tokens for a prompt. Both raise
+``ValueError`` naming the field, the value and the rule, before any model work.
+
+Example:
+    >>> from gpt2_dual import GenerationConfig
+    >>> config = GenerationConfig(max_new_tokens=8, do_sample=True, top_p=0.9)
+    >>> config.resolve(prompt_length=4, n_positions=1024, vocab_size=50257).max_new_tokens
+    8
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpt2_dual._io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+GENERATION_CONFIG_NAME = "generation_config.json"
+
+#: The fields ``generate`` implements, with transformers' defaults.
+DEFAULTS: dict[str, Any] = {
+    "max_length": 20,
+    "max_new_tokens": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "early_stopping": False,
+    "stop_strings": None,
+    "do_sample": False,
+    "num_beams": 1,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "typical_p": 1.0,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "length_penalty": 1.0,
+    "num_return_sequences": 1,
+    "output_scores": False,
+    "output_logits": False,
+    "return_dict_in_generate": False,
+    "pad_token_id": None,
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "use_cache": True,
+    "cache_implementation": None,
+}
+
+#: transformers decoding options that ``generate`` does not implement, with the value that
+#: means "off". A config holding another value is refused rather than silently ignored.
+UNSUPPORTED: dict[str, Any] = {
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "penalty_alpha": None,
+    "min_p": None,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
+    "force_words_ids": None,
+    "constraints": None,
+    "sequence_bias": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "guidance_scale": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "exponential_decay_length_penalty": None,
+    "renormalize_logits": False,
+    "watermarking_config": None,
+    "prompt_lookup_num_tokens": None,
+    "assistant_early_exit": None,
+    "dola_layers": None,
+    "max_time": None,
+    "low_memory": None,
+    "output_attentions": False,
+    "output_hidden_states": False,
+}
+
+CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What one ``generate`` call will do, fixed before any model work.
+
+    Attributes:
+        max_new_tokens: tokens to generate per row at most.
+        min_new_tokens: new tokens before an end-of-sequence token is allowed.
+        eos_token_ids: ids that end a row (may be empty).
+        pad_token_id: the id written after a row ended.
+        mode: ``"greedy"``, ``"sample"``, ``"beam"`` or ``"beam_sample"``.
+    """
+
+    max_new_tokens: int
+    min_new_tokens: int
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    mode: str
+
+
+class GenerationConfig:
+    """Decoding options (transformers' ``GenerationConfig`` names and defaults).
+
+    Args:
+        **kwargs: any field of ``DEFAULTS``; other keys are kept in ``extra``.
+
+    Attributes:
+        extra: keys this class does not implement, written back to JSON unchanged.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        for name, value in DEFAULTS.items():
+            setattr(self, name, copy.deepcopy(value))
+        self.extra: dict[str, Any] = {}
+        self.update(**kwargs)
+
+    # ----------------------------------------------------------------- building
+    def update(self, **kwargs: Any) -> GenerationConfig:
+        """Set fields in place (unknown keys go to ``extra``); returns ``self``."""
+        for name, value in kwargs.items():
+            if name in DEFAULTS:
+                setattr(self, name, value)
+            elif name != "transformers_version":
+                self.extra[name] = value
+        return self
+
+    def copy(self, **changes: Any) -> GenerationConfig:
+        """A deep copy with ``changes`` applied."""
+        new = copy.deepcopy(self)
+        return new.update(**changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> GenerationConfig:
+        """From a ``generation_config.json`` dict (transformers' keys)."""
+        return cls(**{**data, **overrides})
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> GenerationConfig:
+        """Defaults taken from a ``GPT2Config``: its bos, eos and pad token ids."""
+        return cls(
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, then the extra keys."""
+        return {**{k: copy.deepcopy(getattr(self, k)) for k in DEFAULTS}, **self.extra}
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """Fields that differ from transformers' defaults, then the extra keys (as transformers
+        writes ``generation_config.json``)."""
+        diff = {k: getattr(self, k) for k, v in DEFAULTS.items() if getattr(self, k) != v}
+        return {**copy.deepcopy(diff), **self.extra}
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        data = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"GenerationConfig({self.to_diff_dict()})"
+
+    # ----------------------------------------------------------------- files
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> GenerationConfig:
+        """Read a ``generation_config.json``; a malformed file raises ValueError naming it."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> GenerationConfig:
+        """Load ``generation_config.json`` from a folder or a Hub repo.
+
+        Args:
+            path_or_repo_id: a local folder or a Hub repo id.
+            **kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token``,
+                ``subfolder`` as for ``GPT2Config.from_pretrained``; other keys are field
+                values that replace the file's.
+        """
+        from gpt2_dual.hub import resolve_file
+
+        hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
+        hub = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
+        path = resolve_file(path_or_repo_id, GENERATION_CONFIG_NAME, **hub)
+        return cls.from_json_file(path).update(**kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write ``generation_config.json`` into ``save_directory`` atomically; its path."""
+        self.validate()
+        path = Path(save_directory) / GENERATION_CONFIG_NAME
+        atomic_write_text(path, self.to_json_string())
+        return path
+
+    # ----------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Check every field and their combinations.
+
+        Raises:
+            ValueError: ``GenerationConfig.<field>=<value> is invalid: <rule>``, or a
+                contradiction between fields, or an unsupported transformers option.
+        """
+        from gpt2_dual._generation_checks import check_config
+
+        check_config(self)
+
+    def resolve(self, *, prompt_length: int, n_positions: int, vocab_size: int) -> Resolved:
+        """Validate, then fix the lengths and ids of one ``generate`` call.
+
+        Args:
+            prompt_length: tokens per row of the (padded) prompt.
+            n_positions: the model's context size; prompt plus new tokens must fit.
+            vocab_size: ids must be below it.
+
+        Raises:
+            ValueError: see ``validate``; also no room for a new token, or a prompt plus
+                ``max_new_tokens`` past ``n_positions``.
+        """
+        from gpt2_dual._generation_checks import resolve
+
+        return resolve(self, prompt_length, n_positions, vocab_size)
+
+
+def as_id_list(value: int | Sequence[int] | None) -> tuple[int, ...]:
+    """``eos_token_id`` as a tuple of ints (None: empty)."""
+    if value is None:
+        return ()
+    if isinstance(value, int):
+        return (value,)
+    return tuple(value)
+
+
+def load_for_model(
+    path_or_repo_id: str | os.PathLike, model_config: Any, hub: Mapping[str, Any]
+) -> GenerationConfig:
+    """The ``generation_config.json`` saved beside a checkpoint, else the model config's
+    defaults (``from_model_config``); what ``from_pretrained`` gives the LM heads."""
+    from gpt2_dual.hub import resolve_file
+
+    path = resolve_file(path_or_repo_id, GENERATION_CONFIG_NAME, required=False, **hub)
+    if path is None:
+        return GenerationConfig.from_model_config(model_config)
+    return GenerationConfig.from_json_file(path)

@@ -1,0 +1,235 @@
+"""``generate`` for the PyTorch LM heads: greedy, sampling and beam search over a KV cache.
+
+Shapes: B prompts, R = B x num_return_sequences rows (B x num_beams in beam search), T prompt
+tokens, N new tokens, V vocabulary.
+
+The options, their validation and their meaning are shared with ``gpt2_dual.tf``
+(``gpt2_dual.GenerationConfig``; ``gpt2_dual._generation_checks`` checks the config and the
+prompt before any model work). The numbers follow transformers' ``generate``: the same logits
+processors in the same order (``processors.py``), the same vectorized beam search
+(``beam.py``), the same padding of finished rows. Each step runs the backbone on the newest
+token only and the LM head on its last position.
+
+Cache: ``cache_implementation="static"`` preallocates ``(R, H, T + N, D)`` per layer
+(``StaticCache``; with ``torch.compile(mode="reduce-overhead")`` on CUDA the decode step replays
+as a CUDA graph); ``"dynamic"`` grows by concatenation. Default: dynamic on CPU (measured
+faster there: no masking of unwritten slots), static on CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gpt2_dual._generation_checks import check_prompt, merge
+from gpt2_dual.generation_config import GenerationConfig, Resolved
+from gpt2_dual.outputs import GenerateOutput
+from gpt2_dual.pt.cache import DynamicCache, StaticCache
+from gpt2_dual.pt.processors import apply_all, build_processors
+from gpt2_dual.stopping import StopStrings
+
+__all__ = ["GenerationMixin"]
+
+
+class GenerationMixin:
+    """``generate`` and ``generation_config`` for the models with an ``lm_head``."""
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """The model's default decoding options (from ``generation_config.json`` when loaded,
+        else from the model config's bos/eos/pad ids)."""
+        if self.__dict__.get("_generation_config") is None:
+            self.__dict__["_generation_config"] = GenerationConfig.from_model_config(self.config)
+        return self.__dict__["_generation_config"]
+
+    @generation_config.setter
+    def generation_config(self, value: GenerationConfig) -> None:
+        if not isinstance(value, GenerationConfig):
+            raise TypeError(f"generation_config must be a GenerationConfig, got {type(value)}")
+        self.__dict__["_generation_config"] = value
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        generation_config: GenerationConfig | None = None,
+        tokenizer: Any = None,
+        streamer: Any = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | GenerateOutput:
+        """Continue each prompt (transformers' ``generate``, for a decoder-only GPT-2).
+
+        Args:
+            input_ids: ``(B, T)`` prompt ids (tensor, array or lists); ``(T,)`` is one row.
+            attention_mask: ``(B, T)``, 0 at left padding; ``**tokenizer(...)`` unpacks here.
+            generation_config: options replacing the model's ``generation_config``.
+            tokenizer: needed by ``stop_strings``.
+            streamer: ``TextStreamer``-like object (batch of one, no beam search).
+            seed: seed for sampling (a new ``torch.Generator`` on the model's device).
+            generator: the ``torch.Generator`` to sample with (instead of ``seed``).
+            **kwargs: ``GenerationConfig`` fields for this call (``max_new_tokens``,
+                ``do_sample``, ``num_beams``, ``top_p``, ...).
+
+        Returns:
+            ``(R, T + n)`` int64 ids, prompt included, with R = B x ``num_return_sequences``
+            and n <= N the steps run; or ``GenerateOutput`` with ``return_dict_in_generate``.
+
+        Raises:
+            TypeError: an unknown keyword or a non-integer prompt.
+            ValueError: an invalid option or prompt, named with its limit, before any work.
+        """
+        config = merge(self.generation_config, generation_config, kwargs)
+        ids, mask = check_prompt(input_ids, attention_mask, self.config.vocab_size)
+        resolved = config.resolve(
+            prompt_length=ids.shape[1],
+            n_positions=self.config.n_positions,
+            vocab_size=self.config.vocab_size,
+        )
+        rows = ids.shape[0] * config.num_return_sequences
+        if streamer is not None and (rows != 1 or config.num_beams > 1):
+            raise ValueError(
+                "a streamer needs one prompt, num_return_sequences=1 and num_beams=1; got "
+                f"{ids.shape[0]} prompt(s), {config.num_return_sequences}, {config.num_beams}"
+            )
+        stop = StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
+        device = self.device
+        if generator is None and seed is not None:
+            generator = torch.Generator(device).manual_seed(seed)
+        run = Run(self, config, resolved, stop, streamer, generator)
+        ids_t = torch.as_tensor(ids, device=device)
+        mask_t = None if mask is None else torch.as_tensor(mask, device=device)
+        if resolved.mode.startswith("beam"):
+            from gpt2_dual.pt.beam import beam_search
+
+            return beam_search(run, ids_t, mask_t)
+        return decode(run, ids_t, mask_t)
+
+
+class Run:
+    """What one ``generate`` call shares between its steps."""
+
+    def __init__(self, model, config: GenerationConfig, resolved: Resolved, stop, streamer,
+                 generator) -> None:  # fmt: skip
+        self.model, self.config, self.resolved = model, config, resolved
+        self.stop, self.streamer, self.generator = stop, streamer, generator
+        self.processors = build_processors(config, resolved)
+        self.scores: list[torch.Tensor] | None = None
+        self.logits: list[torch.Tensor] | None = None
+        if config.return_dict_in_generate:
+            self.scores = [] if config.output_scores else None
+            self.logits = [] if config.output_logits else None
+        self.static = _use_static(config, model.device)
+        self.eos = torch.tensor(resolved.eos_token_ids, dtype=torch.long, device=model.device)
+
+    def new_cache(self, rows: int, length: int) -> DynamicCache | StaticCache:
+        if self.static:
+            return StaticCache(
+                self.model.config, rows, length, dtype=self.model.dtype, device=self.model.device
+            )
+        return DynamicCache()
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
+        """Next-token logits ``(R, V)`` float32 for ``ids`` ``(R, t)`` after the cache."""
+        out = self.model.transformer(
+            ids, attention_mask=mask, past_key_values=cache, use_cache=True
+        )
+        return self.model.lm_head(out.last_hidden_state[:, -1]).float()
+
+    def process(self, seq, ok, raw: torch.Tensor, step: int, log_probs: bool = False):
+        """Processed scores ``(R, V)`` of ``raw`` logits (of their log-softmax with
+        ``log_probs``, as beam search scores); records scores and raw logits when asked."""
+        first = torch.log_softmax(raw, -1) if log_probs else raw
+        scores = apply_all(self.processors, seq, ok, first, step)
+        if self.logits is not None:
+            self.logits.append(raw)
+        if self.scores is not None:
+            self.scores.append(scores)
+        return scores
+
+    def ended(self, seq: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """``(R,)`` bool: rows whose newest ``token`` ends them (eos id or stop string)."""
+        done = torch.isin(token, self.eos) if len(self.eos) else torch.zeros_like(token, dtype=bool)
+        if self.stop is not None:
+            hits = [self.stop.hit(row) for row in seq.tolist()]
+            done = done | torch.tensor(hits, device=token.device)
+        return done
+
+    def output(self, sequences, cache, **beam: Any) -> torch.Tensor | GenerateOutput:
+        if not self.config.return_dict_in_generate:
+            return sequences
+        return GenerateOutput(
+            sequences=sequences,
+            scores=None if self.scores is None else tuple(self.scores),
+            logits=None if self.logits is None else tuple(self.logits),
+            past_key_values=cache,
+            **beam,
+        )
+
+
+def _use_static(config: GenerationConfig, device: torch.device) -> bool:
+    if config.cache_implementation is not None:
+        return config.cache_implementation == "static"
+    return device.type == "cuda"
+
+
+def _expand(tensor: torch.Tensor | None, times: int) -> torch.Tensor | None:
+    return tensor if tensor is None or times == 1 else tensor.repeat_interleave(times, 0)
+
+
+def decode(run: Run, ids: torch.Tensor, mask: torch.Tensor | None):
+    """Greedy decoding or sampling; see ``GenerationMixin.generate``."""
+    config, resolved = run.config, run.resolved
+    ids, mask = (
+        _expand(ids, config.num_return_sequences),
+        _expand(mask, config.num_return_sequences),
+    )
+    rows, T = ids.shape
+    total = T + resolved.max_new_tokens
+    seq = ids.new_full((rows, total), resolved.pad_token_id)
+    seq[:, :T] = ids
+    ok = torch.ones((rows, total), dtype=torch.bool, device=ids.device)
+    if mask is not None:
+        ok[:, :T] = mask.bool()
+    keys = None if mask is None else ok.long()  # (R, T + N): padding 0, the rest 1
+    cache = run.new_cache(rows, total)
+    unfinished = torch.ones(rows, dtype=torch.bool, device=ids.device)
+    if run.streamer is not None:
+        run.streamer.put(ids.cpu())
+    raw = run.forward(ids, _mask_for(keys, T, run.static), cache)
+    steps = 0
+    while True:
+        length = T + steps
+        scores = run.process(seq[:, :length], ok[:, :length], raw, steps)
+        token = _choose(scores, config.do_sample, run.generator)
+        token = torch.where(unfinished, token, resolved.pad_token_id)
+        seq[:, length] = token
+        steps += 1
+        if run.streamer is not None:
+            run.streamer.put(token.cpu())
+        unfinished &= ~run.ended(seq[:, : length + 1], token)
+        if steps == resolved.max_new_tokens or not bool(unfinished.any()):
+            break
+        raw = run.forward(token[:, None], _mask_for(keys, length + 1, run.static), cache)
+    if run.streamer is not None:
+        run.streamer.end()
+    return run.output(seq[:, : T + steps], cache)
+
+
+def _mask_for(keys: torch.Tensor | None, length: int, static: bool) -> torch.Tensor | None:
+    """The mask a forward needs: none without padding; the whole width with a static cache."""
+    if keys is None:
+        return None
+    return keys if static else keys[:, :length]
+
+
+def _choose(scores: torch.Tensor, sample: bool, generator: torch.Generator | None):
+    """``(R,)`` next ids: argmax, or a draw from ``softmax(scores)``."""
+    if not sample:
+        return scores.argmax(-1)
+    probs = torch.softmax(scores, -1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
