@@ -55,8 +55,9 @@ def _ids(name: str, value: Any) -> tuple[int, ...]:
 
 def check_config(config: GenerationConfig) -> None:
     """Each field alone, then the combinations (see ``GenerationConfig.validate``)."""
-    for name in ("do_sample", "output_scores", "output_logits", "return_dict_in_generate",
-                 "use_cache"):  # fmt: skip
+    flags = ("do_sample", "output_scores", "output_logits", "return_dict_in_generate",
+             "use_cache", "disable_compile")  # fmt: skip
+    for name in flags:
         if not isinstance(getattr(config, name), bool):
             raise _bad(name, getattr(config, name), "must be True or False")
     _int_at_least(config, "max_length", 1)

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "eos_token_id": None,
     "use_cache": True,
     "cache_implementation": None,
+    "disable_compile": False,
 }
 
 #: transformers decoding options that ``generate`` does not implement, with the value that

@@ -1,0 +1,309 @@
+"""Greedy generation speed on this CPU: gpt2_dual (PyTorch and Keras/TF) against the tools people
+use now, and against the machine's own limit.
+
+Case: a gpt2-small-shaped model with random weights, a 16-token prompt, 64 new tokens (no eos:
+every row runs all 64 steps), greedy, batch 1 and batch 8, ``--threads`` threads. Each library
+runs in a fresh subprocess; each row gives the first call (compile and warm-up included) and the
+median of ``--repeats`` later calls, as new tokens per second.
+
+Decoding one token reads every weight once (494 MB in float32), so memory bandwidth bounds
+batch 1. The ``floor`` row measures this machine's weight-read rate: matrix-vector products over
+that many bytes of ``(in, out)`` float32 weights, cold in cache; its tokens/s is the most any
+float32 implementation can reach at batch 1, and every row is also given as a percentage of it.
+
+Rows: ``gpt2_dual.pt`` (dynamic and static cache, float32 and bfloat16), ``transformers``
+(PyTorch 4.x ``generate``, sdpa, float32 and bfloat16), ``gpt2_dual.tf`` (``generate``: one XLA
+program), ``keras_hub`` (``GPT2CausalLM.generate``, XLA on and off) and ``transformers.tf``
+(``TFGPT2LMHeadModel.generate`` under ``tf.function(jit_compile=True)``, tf-keras).
+
+Usage:
+    python benchmarks/bench_generate.py                       # all rows, 2 threads
+    python benchmarks/bench_generate.py --libraries gpt2_dual.pt transformers floor
+Writes ``benchmarks/results/generate_cpu_<cpu family>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+MARK = "@@ROW "
+PROMPT, NEW, VOCAB = 16, 64, 50257
+WEIGHT_BYTES = (124_439_808 - 786_432) * 4  # gpt2-small without wpe (one row read a step)
+
+
+# --------------------------------------------------------------------------- runners
+def _torch_case(dtype_name: str) -> tuple[Callable, Callable]:
+    import torch
+
+    torch.manual_seed(0)
+    dtype = getattr(torch, dtype_name)
+    return (lambda b: torch.randint(0, VOCAB, (b, PROMPT))), dtype
+
+
+def run_gpt2_dual_pt(variant: str) -> Callable[[int], Callable[[], object]]:
+    from gpt2_dual import GPT2Config
+    from gpt2_dual.pt import GPT2LMHeadModel
+
+    cache, dtype_name = variant.split("-")
+    ids_of, dtype = _torch_case(dtype_name)
+    model = GPT2LMHeadModel(GPT2Config(resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)).eval()
+    model = model.to(dtype)
+
+    def make(batch: int):
+        ids = ids_of(batch)
+        kw = dict(max_new_tokens=NEW, eos_token_id=None, pad_token_id=0, cache_implementation=cache)
+        return lambda: model.generate(ids, **kw)
+
+    return make
+
+
+def run_transformers(variant: str) -> Callable[[int], Callable[[], object]]:
+    import torch
+    import transformers
+
+    cache, dtype_name = variant.split("-")
+    ids_of, dtype = _torch_case(dtype_name)
+    config = transformers.GPT2Config(attn_implementation="sdpa")
+    model = transformers.GPT2LMHeadModel(config).eval().to(dtype)
+
+    def make(batch: int):
+        ids = ids_of(batch)
+        kw = dict(max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)
+        if cache == "static":
+            kw["cache_implementation"] = "static"
+
+        def call():
+            with torch.inference_mode():
+                return model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+
+        return call
+
+    return make
+
+
+def run_gpt2_dual_tf(variant: str) -> Callable[[int], Callable[[], object]]:
+    import numpy as np
+
+    from gpt2_dual import GPT2Config
+    from gpt2_dual.tf import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(resid_pdrop=0, embd_pdrop=0, attn_pdrop=0))
+    rng = np.random.default_rng(0)
+
+    def make(batch: int):
+        ids = rng.integers(0, VOCAB, (batch, PROMPT))
+        return lambda: np.asarray(model.generate(ids, max_new_tokens=NEW, eos_token_id=None))
+
+    return make
+
+
+def run_keras_hub(variant: str) -> Callable[[int], Callable[[], object]]:
+    import keras_hub
+    import numpy as np
+
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCAB, num_layers=12, num_heads=12, hidden_dim=768,
+        intermediate_dim=3072, max_sequence_length=1024,
+    )  # fmt: skip
+    model = keras_hub.models.GPT2CausalLM(backbone, None)
+    model.compile(sampler="greedy")
+    model.jit_compile = variant == "xla"
+    rng = np.random.default_rng(0)
+
+    def make(batch: int):
+        ids = np.zeros((batch, PROMPT + NEW), np.int32)
+        ids[:, :PROMPT] = rng.integers(0, VOCAB, (batch, PROMPT))
+        mask = np.zeros_like(ids, dtype=bool)
+        mask[:, :PROMPT] = True
+        inputs = {"token_ids": ids, "padding_mask": mask}
+        return lambda: model.generate(inputs, stop_token_ids=None)
+
+    return make
+
+
+def run_transformers_tf(variant: str) -> Callable[[int], Callable[[], object]]:
+    import numpy as np
+    import tensorflow as tf
+    import transformers
+
+    model = transformers.TFGPT2LMHeadModel(transformers.GPT2Config())
+    xla = tf.function(model.generate, jit_compile=True)
+    rng = np.random.default_rng(0)
+
+    def make(batch: int):
+        ids = tf.constant(rng.integers(0, VOCAB, (batch, PROMPT)), tf.int32)
+        mask = tf.ones_like(ids)
+        kw = dict(max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0)
+        return lambda: xla(ids, attention_mask=mask, **kw)
+
+    return make
+
+
+def run_floor(variant: str) -> Callable[[int], Callable[[], object]]:
+    """Matrix-vector products over WEIGHT_BYTES of (768, N) float32 weights."""
+    import torch
+
+    per = 768 * 3072
+    mats = [torch.randn(768, 3072) for _ in range(WEIGHT_BYTES // (per * 4))]
+    x = torch.randn(1, 768)
+
+    def make(batch: int):
+        def call():
+            for w in mats:
+                torch.mm(x, w)
+            return None
+
+        return lambda: [call() for _ in range(NEW)]  # NEW "steps", one weight read each
+
+    return make
+
+
+RUNNERS = {
+    "gpt2_dual.pt": (run_gpt2_dual_pt, ["dynamic-float32", "static-float32", "dynamic-bfloat16"]),
+    "transformers": (run_transformers, ["dynamic-float32", "static-float32", "dynamic-bfloat16"]),
+    "gpt2_dual.tf": (run_gpt2_dual_tf, ["xla"]),
+    "keras_hub": (run_keras_hub, ["xla", "no-xla"]),
+    "transformers.tf": (run_transformers_tf, ["xla"]),
+    "floor": (run_floor, ["fp32 weight read"]),
+}
+
+
+# --------------------------------------------------------------------------- worker
+def _limit_threads(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except ImportError:
+        pass
+
+
+def worker(library: str, args: argparse.Namespace) -> None:
+    """Time every variant and batch of ``library``; one JSON line per row."""
+    _limit_threads(args.threads)
+    runner, variants = RUNNERS[library]
+    for variant in variants:
+        for batch in args.batches:
+            row = dict(library=library, variant=variant, batch=batch)
+            try:
+                row.update(_time(runner(variant)(batch), batch, args.repeats))
+            except Exception as err:  # noqa: BLE001 - reported in the table
+                row["error"] = f"{type(err).__name__}: {str(err)[:160]}"
+            sys.stdout.write(MARK + json.dumps(row) + "\n")
+            sys.stdout.flush()
+            if library == "floor":
+                break
+
+
+def _time(call: Callable[[], object], batch: int, repeats: int) -> dict:
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return dict(first_s=first, median_s=median, tokens_per_s=batch * NEW / median)
+
+
+# --------------------------------------------------------------------------- driver
+def cpu_facts() -> dict[str, str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                  if ln.startswith("model name")), platform.processor())  # fmt: skip
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                      if ln.startswith("flags")), []))  # fmt: skip
+    vendor = "AMD" if "AMD" in model else "Intel" if "Intel" in model else platform.machine()
+    family = re.sub(r"[^a-z0-9]+", "-", " ".join(model.split()[:3]).lower()).strip("-")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return dict(model=model, vendor=vendor, family=family or "unknown",
+                flags=" ".join(f for f in wanted if f in flags) or "none")  # fmt: skip
+
+
+def _run(library: str, args: argparse.Namespace) -> list[dict]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
+    env["OMP_NUM_THREADS"] = str(args.threads)
+    if library == "transformers.tf":
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    command = [sys.executable, __file__, "--worker", library, "--threads", str(args.threads),
+               "--repeats", str(args.repeats), "--batches", *map(str, args.batches)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    rows = [json.loads(ln[len(MARK) :]) for ln in done.stdout.splitlines() if ln.startswith(MARK)]
+    if done.returncode != 0 or not rows:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-2:])[:300]
+        rows.append(dict(library=library, variant="-", batch="-", error=tail))
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
+    floor = next((r["tokens_per_s"] for r in rows if r["library"] == "floor" and "error" not in r),
+                 None)  # fmt: skip
+    base = {(r["batch"], r["variant"].split("-")[-1]): r["tokens_per_s"] for r in rows
+            if r["library"] == "transformers" and r["variant"].startswith("dynamic")
+            and "error" not in r}  # fmt: skip
+    out = ["| library | variant | batch | first call (s) | tokens/s | vs transformers "
+           "(same dtype) | % of fp32 floor |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['library']} | {r['variant']} | {r['batch']} | error: "
+                       f"{r['error']} | | | |")  # fmt: skip
+            continue
+        ref = base.get((r["batch"], r["variant"].split("-")[-1]))
+        ratio = f"{r['tokens_per_s'] / ref:.2f}x" if ref and r["library"] != "floor" else ""
+        pct = f"{100 * r['tokens_per_s'] / floor:.0f}%" if floor and r["batch"] == 1 else ""
+        out.append(f"| {r['library']} | {r['variant']} | {r['batch']} | {r['first_s']:.2f} | "
+                   f"{r['tokens_per_s']:.1f} | {ratio} | {pct} |")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--libraries", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args)
+    cpu = cpu_facts()
+    rows = [row for library in args.libraries for row in _run(library, args)]
+    command = "python benchmarks/bench_generate.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"# Greedy generation on {cpu['model']}", "",
+        f"- CPU: {cpu['model']} (vendor {cpu['vendor']}, flags: {cpu['flags']}), "
+        f"{os.cpu_count()} logical cores, {args.threads} threads",
+        f"- command: `{command.strip()}`",
+        f"- case: gpt2-small shape, random weights, {PROMPT}-token prompt, {NEW} new tokens, "
+        "greedy, no eos; median of later calls; first call includes compile/warm-up",
+        f"- date: {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}", "",
+        *table(rows), "",
+    ]  # fmt: skip
+    out = args.out or Path(__file__).parent / "results" / f"generate_cpu_{cpu['family']}.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""PyTorch-only parts of ``generate``: the compiled static-cache decode step, the LM-head copy
+of the CPU decode path, the double-heads model, generators and devices. The behaviour both
+frameworks share is in ``tests/test_generate.py``."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from cases import tiny_config
+
+torch = pytest.importorskip("torch")
+
+import gpt2_dual.pt as gpt  # noqa: E402
+import gpt2_dual.pt.generate as generation  # noqa: E402
+
+PROMPT = torch.tensor([[5, 17, 42, 8, 61, 23], [70, 3, 3, 19, 88, 41]])
+GREEDY = dict(max_new_tokens=6, eos_token_id=None, pad_token_id=0)
+
+
+def _model(head: str = "lm", seed: int = 0):
+    torch.manual_seed(seed)
+    config = tiny_config(initializer_range=0.3, eos_token_id=98, bos_token_id=98)
+    return getattr(gpt, {"lm": "GPT2LMHeadModel", "dh": "GPT2DoubleHeadsModel"}[head])(
+        config
+    ).eval()
+
+
+# torch's own compile stack still uses torch.jit.script_method (torch/utils/mkldnn.py).
+NO_JIT_WARNING = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.config.error_on_recompile = False
+    torch._dynamo.reset()
+
+
+@NO_JIT_WARNING
+def test_compiled_static_step_equals_eager_and_compiles_once(fresh_dynamo, monkeypatch):
+    """The CUDA path (compiled decode step over a StaticCache) run on CPU with aot_eager."""
+    model = _model()
+    eager = model.generate(PROMPT, cache_implementation="static", **GREEDY)
+    compiled = functools.partial(generation.compiled_step, backend="aot_eager")
+    monkeypatch.setattr(generation, "_auto_compile", lambda config, device: True)
+    monkeypatch.setattr(generation, "compiled_step", compiled)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    got = model.generate(PROMPT, cache_implementation="static", **GREEDY)
+    assert torch.equal(got, eager)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    torch._dynamo.config.error_on_recompile = True  # the same shapes again: no new graph
+    mask = torch.ones_like(PROMPT)
+    mask[1, :2] = 0
+    padded = model.generate(PROMPT, mask, cache_implementation="static", **GREEDY)
+    assert torch.equal(padded[0], got[0])
+
+
+def test_cpu_lm_head_copy_gives_the_layer_s_tokens():
+    model = _model()
+    fast = model.generate(PROMPT, **GREEDY)
+    calls = []
+    model.lm_head.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    hooked = model.generate(PROMPT, **GREEDY)  # a hook: the layer itself runs, and is seen
+    assert torch.equal(hooked, fast) and len(calls) == GREEDY["max_new_tokens"]
+
+
+def test_double_heads_model_generates_as_the_lm_head_model():
+    lm, dh = _model("lm"), _model("dh")
+    dh.transformer.load_state_dict(lm.transformer.state_dict())
+    dh.tie_weights()
+    assert torch.equal(
+        dh.generate(PROMPT, num_beams=2, **GREEDY), lm.generate(PROMPT, num_beams=2, **GREEDY)
+    )
+
+
+def test_generator_and_seed_draw_the_same_tokens():
+    model = _model()
+    kwargs = dict(do_sample=True, top_k=0, **GREEDY)
+    by_seed = model.generate(PROMPT, seed=7, **kwargs)
+    by_generator = model.generate(PROMPT, generator=torch.Generator().manual_seed(7), **kwargs)
+    assert torch.equal(by_seed, by_generator)
+
+
+def test_tokenizer_output_unpacks_into_generate():
+    from gpt2_dual import GPT2TokenizerFast
+
+    tokenizer = GPT2TokenizerFast.from_pretrained("gpt2")
+    torch.manual_seed(0)
+    model = gpt.GPT2LMHeadModel(tiny_config(vocab_size=50257, n_positions=32)).eval()
+    inputs = tokenizer("Hello, I'm a language model", return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=4, pad_token_id=tokenizer.eos_token_id)
+    assert out.shape == (1, inputs["input_ids"].shape[1] + 4) and out.dtype == torch.long
+    assert np.array_equal(out[0, : inputs["input_ids"].shape[1]], inputs["input_ids"][0])
+
+
+@NO_JIT_WARNING
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_static_generate_replays_a_graph_and_equals_eager(fresh_dynamo):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = _model().cuda()
+    ids = PROMPT.cuda()
+    eager = model.generate(ids, cache_implementation="static", disable_compile=True, **GREEDY)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    got = model.generate(ids, cache_implementation="static", **GREEDY)
+    assert torch.equal(got, eager) and counters["stats"]["unique_graphs"] == 1
