@@ -11,6 +11,8 @@ Sections:
              without padding; flash_attention_2 when the flash_attn package is importable.
   decode     greedy decoding: DynamicCache, StaticCache and a torch.compile'd static-cache
              step with CUDA graphs (mode="reduce-overhead") against the no-cache oracle.
+  generate   model.generate: compiled static-cache decoding (CUDA graphs) against eager and
+             transformers' generate; ms per decode step and tokens/s (gpu_generate.py).
   speed      forward and training step at gpt2 / gpt2-medium shapes, fp16 / bf16 / fp32,
              ours against transformers (both sdpa), CUDA-event timed; peak memory.
 
@@ -346,6 +348,14 @@ def decode_one(dtype: torch.dtype, steps: int, prompt: int) -> None:
     )
 
 
+@section("generate: model.generate, ours against transformers")
+def generate() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gpu_generate
+
+    gpu_generate.run(log, pair, lambda preset: GPT2Config.from_preset(preset, **NO_DROPOUT))
+
+
 # --------------------------------------------------------------------------- speed
 def event_time(fn, warmup=3, iters=20) -> float:
     for _ in range(warmup):
@@ -450,6 +460,7 @@ def main() -> None:
         "parity": parity,
         "kernels": kernels,
         "decode": decode,
+        "generate": generate,
         "speed": speed,
         "compiled": compiled_speed,
     }

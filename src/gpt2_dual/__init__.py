@@ -21,6 +21,16 @@ from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # ``pipeline`` loads on first use (it imports a framework only when a pipeline is built).
+    if name == "pipeline":
+        from gpt2_dual.pipelines import pipeline
+
+        return pipeline
+    raise AttributeError(f"module 'gpt2_dual' has no attribute {name!r}")
+
+
 __all__ = [
     "PRESETS",
     "BatchEncoding",
@@ -33,4 +43,5 @@ __all__ = [
     "TextIteratorStreamer",
     "TextStreamer",
     "__version__",
+    "pipeline",
 ]

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import gpt2_dual
+from gpt2_dual.convert import cli_generate
 
 
 def _tokenize(args: argparse.Namespace) -> int:
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--pure", action="store_true", help="use the pure-Python tokenizer")
     tok.set_defaults(run=_tokenize)
+    cli_generate.add_parser(sub)
     return parser
 
 

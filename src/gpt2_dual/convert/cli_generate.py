@@ -1,0 +1,162 @@
+"""``gpt2-dual generate``: continue prompts with a GPT-2 checkpoint, streamed to the terminal.
+
+Prompts come from the command line, from standard input (``-``: one prompt per line), or from
+an ``--interactive`` loop. Each continuation is printed after its prompt as the tokens arrive
+(``TextStreamer``), or at the end with ``--no-stream``; both print the same text. Decoding is
+greedy unless ``--sample``. Errors a user can fix (no such model folder, an option out of range)
+print one line to stderr and exit with status 2.
+
+The framework is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from gpt2_dual.streamers import TextStreamer
+
+logger = logging.getLogger(__name__)
+
+#: What a user can fix: reported in one line, exit status 2.
+USER_ERRORS = (OSError, ValueError, TypeError, KeyError, NotImplementedError, ImportError)
+DEFAULT_MAX_NEW_TOKENS = 50
+#: How continuations are decoded, streamed or not (so both print the same text).
+_DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``generate`` subcommand to the ``gpt2-dual`` subparsers."""
+    gen = sub.add_parser(
+        "generate",
+        help="continue a prompt with a GPT-2 checkpoint, streamed to the terminal",
+        description="Continue prompts with a GPT-2 checkpoint (greedy unless --sample).",
+    )
+    gen.add_argument(
+        "prompt", nargs="?", help="the prompt, or - to read prompts from stdin (one per line)"
+    )
+    gen.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")
+    gen.add_argument("--framework", choices=("pt", "tf"), help="default: pt if torch is installed")
+    gen.add_argument(
+        "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
+        help=f"tokens to generate at most (default {DEFAULT_MAX_NEW_TOKENS})",
+    )  # fmt: skip
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    gen.add_argument("--top-k", type=int, metavar="K", help="sample from the K likeliest tokens")
+    gen.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
+    gen.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
+    gen.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width")
+    gen.add_argument("--dtype", help="float32, float16, bfloat16 or auto")
+    gen.add_argument("--device", help="cpu, cuda, cuda:0, gpu:0 or a device index")
+    gen.add_argument(
+        "--no-stream", action="store_true", help="print each continuation when it is complete"
+    )
+    gen.add_argument(
+        "--interactive", action="store_true",
+        help="read prompts from stdin in a loop; an empty line or EOF ends it",
+    )  # fmt: skip
+    gen.set_defaults(run=run)
+
+
+class _Streamer(TextStreamer):
+    """Prints the prompt as typed once generation starts (after the options were checked),
+    then the continuation as it arrives."""
+
+    def __init__(self, tokenizer: Any, prompt: str) -> None:
+        super().__init__(tokenizer, skip_prompt=True, **_DECODE)
+        self.prompt = prompt
+
+    def put(self, value: Any) -> None:
+        if self.next_tokens_are_prompt:
+            self.on_finalized_text(self.prompt)
+        super().put(value)
+
+
+def _generate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``generate`` options of the command line; ValueError for contradictory ones."""
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    given = [f"--{k.replace('_', '-')}" for k, v in sampling.items() if v is not None]
+    if given and not args.sample:
+        raise ValueError(f"{', '.join(given)}: sampling options; add --sample")
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": args.max_new_tokens,
+        "num_beams": args.num_beams,
+        "do_sample": args.sample,
+    }
+    kwargs.update({k: v for k, v in sampling.items() if v is not None})
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    return kwargs
+
+
+def _device(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _prompts(args: argparse.Namespace) -> Iterator[str]:
+    """The prompts: the argument, stdin's lines, or an interactive loop."""
+    if args.interactive:
+        while True:
+            if sys.stdin.isatty():
+                sys.stderr.write("> ")
+                sys.stderr.flush()
+            line = sys.stdin.readline()
+            if not line.strip():
+                return
+            yield line.rstrip("\r\n")
+    elif args.prompt == "-":
+        for line in sys.stdin:
+            if line.strip():
+                yield line.rstrip("\r\n")
+    else:
+        yield args.prompt
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``gpt2-dual generate``; 0 on success, 2 (one line on stderr) on a user error."""
+    try:
+        return _run(args)
+    except USER_ERRORS as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, KeyError) and message.startswith(("'", '"')):
+            message = message[1:-1]
+        sys.stderr.write(f"gpt2-dual generate: error: {message}\n")
+        logger.debug("gpt2-dual generate failed", exc_info=True)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.prompt is None and not args.interactive:
+        raise ValueError("give a prompt, - to read prompts from stdin, or --interactive")
+    if args.prompt is not None and args.interactive:
+        raise ValueError("--interactive reads the prompts from stdin; give no prompt")
+    for name in ("max_new_tokens", "num_beams"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    kwargs = _generate_kwargs(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines: not here
+    from gpt2_dual.pipelines import pipeline
+
+    pipe = pipeline(
+        "text-generation",
+        model=args.model,
+        framework=args.framework,
+        dtype=args.dtype,
+        device=_device(args.device),
+    )
+    stream = not args.no_stream and args.num_beams == 1
+    for prompt in _prompts(args):
+        if stream:
+            pipe(prompt, streamer=_Streamer(pipe.tokenizer, prompt), **kwargs)
+        else:
+            (out,) = pipe(prompt, **_DECODE, **kwargs)
+            sys.stdout.write(out["generated_text"] + "\n")
+            sys.stdout.flush()
+    return 0

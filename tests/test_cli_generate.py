@@ -1,0 +1,127 @@
+"""``gpt2-dual generate`` run as a subprocess on a tiny random checkpoint.
+
+The expected texts come from the library in this process (``pipeline("text-generation")`` on the
+same folder), so the command line must print exactly what the library generates.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from frameworks import has
+from gpt2_dual import GPT2Config, GPT2TokenizerFast, pipeline
+
+torch = pytest.importorskip("torch")
+
+NEW = 6  # new tokens per prompt
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A tiny GPT2LMHeadModel (real vocabulary, wide random weights) and the bundled tokenizer."""
+    from gpt2_dual.pt import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, initializer_range=0.2)
+    path = tmp_path_factory.mktemp("cli_lm")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    GPT2TokenizerFast.from_pretrained("gpt2").save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def library(folder):
+    """What the library generates for a prompt (greedy unless ``sample`` options are given)."""
+    pipe = pipeline("text-generation", model=folder, framework="pt")
+
+    def generate(prompt: str, **options) -> str:
+        options = {"do_sample": False, **options}
+        (out,) = pipe(prompt, max_new_tokens=NEW, clean_up_tokenization_spaces=False, **options)
+        return out["generated_text"]
+
+    return generate
+
+
+def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "gpt2_dual.convert.cli", "generate", *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+
+def test_one_prompt_streamed_and_not_print_the_library_text(folder, library):
+    prompt = "Hello, I'm a language model,"
+    expected = library(prompt)
+    assert expected.startswith(prompt) and len(expected) > len(prompt)
+    for extra in ([], ["--no-stream"]):
+        result = cli("--model", folder, "--max-new-tokens", str(NEW), *extra, prompt)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected + "\n"
+
+
+def test_prompts_from_stdin_one_per_line_with_sampling(folder, library):
+    prompts = ["Once upon a time", "The capital of France is"]
+    stdin = f"{prompts[0]}\n\n{prompts[1]}\n{prompts[1]}\n"
+    args = ("--sample", "--top-k", "20", "--temperature", "1.3", "--seed", "7")
+    result = cli("--model", folder, "--max-new-tokens", str(NEW), *args, "-", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    options = {"do_sample": True, "top_k": 20, "temperature": 1.3, "seed": 7}
+    expected = [library(p, **options) for p in (prompts[0], prompts[1], prompts[1])]
+    assert result.stdout.splitlines() == expected  # the blank line is skipped, seeds repeat
+    assert expected[1] != library(prompts[1])  # sampling, not greedy
+
+
+def test_interactive_reads_until_an_empty_line(folder, library):
+    stdin = "Good morning\nThe cat sat\n\nnever read\n"
+    result = cli("--model", folder, "--max-new-tokens", str(NEW), "--interactive", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [library("Good morning"), library("The cat sat")]
+
+
+def test_beam_search_prints_at_the_end(folder, library):
+    result = cli("--model", folder, "--max-new-tokens", str(NEW), "--num-beams", "3", "Hi there")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == library("Hi there", num_beams=3) + "\n"
+
+
+@pytest.mark.skipif(not has("tensorflow"), reason="no tensorflow")
+def test_tf_framework_prints_the_same_greedy_text(folder, library):
+    import gpt2_dual.tf
+
+    if not hasattr(gpt2_dual.tf.GPT2LMHeadModel, "generate"):
+        pytest.skip("gpt2_dual.tf.GPT2LMHeadModel has no generate() yet")
+    result = cli("--model", folder, "--framework", "tf", "--max-new-tokens", str(NEW), "Hi there")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == library("Hi there") + "\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "/no/such/folder", "hi"], "local folder '/no/such/folder' does not exist"),
+        (["--temperature", "0.5", "hi"], "--temperature: sampling options; add --sample"),
+        (["--max-new-tokens", "100", "hi"], "past the model's n_positions=64"),
+        (["--dtype", "int8", "hi"], "dtype must be a floating torch dtype"),
+        (["--interactive", "hi"], "give no prompt"),
+    ],
+    ids=["missing-folder", "sampling-option", "too-long", "dtype", "interactive-prompt"],
+)
+def test_user_errors_print_one_line_and_exit_2(folder, args, message):
+    if args[0] != "--model":
+        args = ["--model", folder, *args]
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("gpt2-dual generate: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_generate_is_listed_in_help():
+    from gpt2_dual.convert.cli import build_parser
+
+    assert "generate" in build_parser().format_help()
