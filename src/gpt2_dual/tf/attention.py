@@ -167,7 +167,8 @@ def _attend(
         scores = scores * ops.cast(scale, scores.dtype)
     if dense is not None:
         scores = ops.where(dense, scores, tf.as_dtype(scores.dtype).min)
-    probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
+    # tf.nn.softmax: keras.ops.softmax warns on a one-key axis (one token, no cache)
+    probs = ops.cast(tf.nn.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
     if dropout is not None:
         probs = dropout(probs)
     return ops.matmul(probs, v), (probs if need_weights else None)
