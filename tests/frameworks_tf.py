@@ -74,6 +74,25 @@ class TF:
     def cache_arrays(cache) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(_to_numpy(k), _to_numpy(v)) for k, v in cache]
 
+    @staticmethod
+    def load(head: str, folder) -> Any:
+        import gpt2_dual.tf as gtf
+
+        return getattr(gtf, HEAD_SPECS[head].class_name).from_pretrained(folder)
+
+    @staticmethod
+    def generate(model, input_ids, attention_mask=None, **kwargs) -> Any:
+        """``model.generate`` in graph mode (XLA, the default, with ``GPT2_DUAL_TF_XLA=1``:
+        its compiles take seconds each; ``tests/tf/test_generate_tf.py`` checks that XLA gives
+        the same tokens)."""
+        from frameworks import generated_numpy
+
+        args = {"input_ids": input_ids}
+        if attention_mask is not None:
+            args["attention_mask"] = attention_mask
+        kwargs.setdefault("jit_compile", os.environ.get("GPT2_DUAL_TF_XLA") == "1")
+        return generated_numpy(model.generate(**args, **kwargs), np.asarray)
+
 
 def _xla_call(model, inputs: dict[str, Any]):
     """``model(**inputs)`` under ``tf.function(jit_compile=True)``; Python flags stay static.

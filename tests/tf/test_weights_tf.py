@@ -23,6 +23,7 @@ import pytest
 from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
 from gpt2_dual.convert import hf
 from gpt2_dual.convert.names import to_canonical_key
+from gpt2_dual.generation_config import GENERATION_CONFIG_NAME as GEN
 from gpt2_dual.heads import HEAD_SPECS
 from hub_server import hf_env_fixture, hub_fixture  # noqa: F401
 
@@ -247,7 +248,7 @@ def test_sharded_save_writes_index_and_loads_back(tmp_path):
     files = ours.save_pretrained(tmp_path / "out", max_shard_size="10KB")
     names = sorted(p.name for p in files)
     shards = [n for n in names if n.startswith("model-")]
-    assert len(shards) > 2 and names == sorted([*shards, hf.SAFE_INDEX, "config.json"])
+    assert len(shards) > 2 and names == sorted([*shards, hf.SAFE_INDEX, "config.json", GEN])
     assert sorted(os.listdir(tmp_path / "out")) == names  # the stale .bin is gone
     index = json.loads((tmp_path / "out" / hf.SAFE_INDEX).read_text())
     assert set(index["weight_map"].values()) == set(shards)

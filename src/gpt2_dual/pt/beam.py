@@ -71,7 +71,8 @@ def beam_search(run, ids: torch.Tensor, mask: torch.Tensor | None):
         logp = run.process(flat, ok, raw, cur - T, log_probs=True)
         acc = (logp.view(B, K, V) + state.running_scores[:, :, None]).view(B, K * V)
         top_lp, top_seq, top_index = _continuations(state, acc, cur, T, C, K, V, run)
-        state.hits = _ended(run, top_seq[:, :, : cur + 1], cur + 1 >= M, B, C)
+        ok_next = torch.cat([prompt_ok, prompt_ok.new_ones((B * K, cur + 1 - T))], 1)
+        state.hits = _ended(run, top_seq[:, :, : cur + 1], ok_next, cur + 1 >= M, B, C)
         _next_running(state, top_lp, top_seq, top_index, K)
         _update_finished(state, top_lp, top_seq, top_index, top_k_mask, cur, T, config)
         beam_idx = state.running_index[..., cur - T].reshape(-1).long()
@@ -102,12 +103,15 @@ def _continuations(state, acc, cur, T, C, K, V, run):
     return top_lp, top_seq, top_index
 
 
-def _ended(run, seq: torch.Tensor, at_limit: bool, B: int, C: int) -> torch.Tensor:
-    """``(B, C)`` bool: candidates that end here (length limit, eos id, stop string)."""
+def _ended(run, seq: torch.Tensor, ok: torch.Tensor, at_limit: bool, B: int, C: int):
+    """``(B, C)`` bool: candidates that end here (length limit, eos id, stop string);
+    ``ok`` ``(B * K, L)`` marks the real tokens of each prompt's beams."""
     if at_limit:
         return torch.ones((B, C), dtype=torch.bool, device=seq.device)
     flat = seq.reshape(B * C, -1)
-    return run.ended(flat, flat[:, -1]).view(B, C)
+    K = ok.shape[0] // B
+    ok = ok.view(B, K, -1)[:, :1].expand(B, C, -1).reshape(B * C, -1)  # same prompt per beam
+    return run.ended(flat, ok, flat[:, -1]).view(B, C)
 
 
 def _next_running(state: _Beams, top_lp, top_seq, top_index, K: int) -> None:

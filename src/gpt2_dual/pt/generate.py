@@ -165,11 +165,15 @@ class Run:
             self.scores.append(scores)
         return scores
 
-    def ended(self, seq: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        """``(R,)`` bool: rows whose newest ``token`` ends them (eos id or stop string)."""
+    def ended(self, seq: torch.Tensor, ok: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """``(R,)`` bool: rows whose newest ``token`` ends them (eos id or stop string; the
+        text of a row is its tokens where ``ok``, without left padding)."""
         done = torch.isin(token, self.eos) if len(self.eos) else torch.zeros_like(token, dtype=bool)
         if self.stop is not None:
-            hits = [self.stop.hit(row) for row in seq.tolist()]
+            rows = zip(seq.tolist(), ok.tolist(), strict=True)
+            hits = [
+                self.stop.hit([t for t, real in zip(*row, strict=True) if real]) for row in rows
+            ]
             done = done | torch.tensor(hits, device=token.device)
         return done
 
@@ -268,7 +272,7 @@ def decode(run: Run, ids: torch.Tensor, mask: torch.Tensor | None):
         steps += 1
         if run.streamer is not None:
             run.streamer.put(token.cpu())
-        unfinished &= ~run.ended(seq[:, : length + 1], token)
+        unfinished &= ~run.ended(seq[:, : length + 1], ok[:, : length + 1], token)
         if steps == resolved.max_new_tokens or not bool(unfinished.any()):
             break
         raw = run.forward(token[:, None], _mask_for(keys, length + 1, run.static), cache)

@@ -73,10 +73,10 @@ def bad_words(words: Sequence[Sequence[int]], eos: Sequence[int]) -> Processor:
         if single:
             banned[:, single] = True
         for word in multi:
+            if seq.shape[1] < len(word):  # longer than the history: ignored, as transformers
+                continue
             prefix = torch.tensor(word[:-1], device=seq.device)
             k = len(prefix)
-            if seq.shape[1] < k:
-                continue
             hit = (seq[:, -k:] == prefix).all(-1) & ok[:, -k:].all(-1)
             banned[:, word[-1]] |= hit
         return scores.masked_fill(banned, NEG_INF)

@@ -22,6 +22,7 @@ from gpt2_dual.config import GPT2Config
 from gpt2_dual.heads import HEAD_SPECS, token_classifier_dropout
 from gpt2_dual.tf import losses
 from gpt2_dual.tf.attention import dense
+from gpt2_dual.tf.generate import GenerationMixin
 from gpt2_dual.tf.inputs import InputError, as_tensor
 from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel, _warn_once
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
@@ -67,7 +68,7 @@ class _HeadModel(GPT2PreTrainedModel):
 
 
 @keras.saving.register_keras_serializable(package="gpt2_dual")
-class GPT2LMHeadModel(_HeadModel):
+class GPT2LMHeadModel(GenerationMixin, _HeadModel):
     """GPT-2 with a language-modelling head (``lm_head``, tied to ``wte`` by default).
 
     Example:
@@ -137,7 +138,7 @@ class GPT2LMHeadModel(_HeadModel):
 
 
 @keras.saving.register_keras_serializable(package="gpt2_dual")
-class GPT2DoubleHeadsModel(_HeadModel):
+class GPT2DoubleHeadsModel(GenerationMixin, _HeadModel):
     """GPT-2 with a language-modelling head and a multiple-choice head
     (``multiple_choice_head``, a ``SequenceSummary``) for ``(B, N, T)`` inputs. The config is
     not changed (transformers sets ``num_labels = 1``): see ``multiple_choice_features``.

@@ -37,6 +37,7 @@ from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert import hf, loading
 from gpt2_dual.convert.loading import CheckpointError, LoadReport
 from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
+from gpt2_dual.generation_config import load_for_model
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +237,8 @@ def from_pretrained(
     )
     _load(model, view, strict=False)
     _check_covered(model)
+    if hasattr(model, "generate"):
+        model.generation_config = load_for_model(path_or_repo_id, config, hub)
     return model
 
 
@@ -312,7 +315,8 @@ def save_pretrained(
         max_shard_size: largest shard, in bytes or as ``"5GB"``/``"500MB"``.
 
     Returns:
-        The written files, ``config.json`` last.
+        The written files (``generation_config.json`` too for the LM heads), ``config.json``
+        last.
 
     Example:
         >>> model.save_pretrained("out/")  # then transformers' from_pretrained("out/") works
@@ -320,6 +324,8 @@ def save_pretrained(
     folder = Path(save_directory)
     state = _disk_state(model)
     written = hf.save_safetensors(state, folder, max_shard_size=max_shard_size)
+    if hasattr(model, "generate"):
+        written.append(model.generation_config.save_pretrained(folder))
     dtype = keras.backend.standardize_dtype(_variable(model, _rows(model)[0]).dtype)
     written.append(loading.save_config(model.config, type(model).__name__, dtype, folder))
     return written
