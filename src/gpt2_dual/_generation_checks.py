@@ -274,3 +274,43 @@ def check_prompt(input_ids: Any, attention_mask: Any, vocab_size: int) -> tuple[
             'at the end of each row, so pad on the left: tokenizer.padding_side = "left"'
         )
     return ids, (None if mask.all() else mask)
+
+
+def prepare_call(
+    model_config: Any,
+    default: GenerationConfig,
+    generation_config: GenerationConfig | None,
+    kwargs: Mapping[str, Any],
+    input_ids: Any,
+    attention_mask: Any,
+    *,
+    streamer: Any,
+    tokenizer: Any,
+) -> tuple[GenerationConfig, Any, Any, Resolved, Any]:
+    """Everything both frameworks' ``generate`` checks before any model work.
+
+    Returns:
+        The call's config, the prompt ``(B, T)`` and mask (numpy, see ``check_prompt``), the
+        resolved lengths and ids, and a ``StopStrings`` (None without ``stop_strings``).
+
+    Raises:
+        TypeError, ValueError: see ``merge``, ``check_prompt`` and ``GenerationConfig.resolve``;
+            also a streamer with more than one row or with beam search.
+    """
+    from gpt2_dual.stopping import StopStrings
+
+    config = merge(default, generation_config, kwargs)
+    ids, mask = check_prompt(input_ids, attention_mask, model_config.vocab_size)
+    resolved = config.resolve(
+        prompt_length=ids.shape[1],
+        n_positions=model_config.n_positions,
+        vocab_size=model_config.vocab_size,
+    )
+    rows = ids.shape[0] * config.num_return_sequences
+    if streamer is not None and (rows != 1 or config.num_beams > 1):
+        raise ValueError(
+            "a streamer needs one prompt, num_return_sequences=1 and num_beams=1; got "
+            f"{ids.shape[0]} prompt(s), {config.num_return_sequences}, {config.num_beams}"
+        )
+    stop = StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
+    return config, ids, mask, resolved, stop

@@ -25,7 +25,7 @@ from gpt2_dual._config_checks import (
     _check_id2label,
     _positive_int,
 )
-from gpt2_dual._io import atomic_write_text
+from gpt2_dual._io import atomic_write_text, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -281,12 +281,7 @@ class GPT2Config:
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> GPT2Config:
         """Read a ``config.json``; a malformed file raises ValueError naming it."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+        data = read_json_object(path)
         model_type = data.get("model_type", cls.model_type)
         if model_type != cls.model_type:
             logger.warning("%s has model_type=%r; loading it as GPT-2", path, model_type)

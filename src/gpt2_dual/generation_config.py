@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._io import atomic_write_text
+from gpt2_dual._io import atomic_write_text, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -186,12 +186,7 @@ class GenerationConfig:
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> GenerationConfig:
         """Read a ``generation_config.json``; a malformed file raises ValueError naming it."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+        data = read_json_object(path)
         return cls.from_dict(data)
 
     @classmethod
@@ -245,6 +240,24 @@ class GenerationConfig:
         from gpt2_dual._generation_checks import resolve
 
         return resolve(self, prompt_length, n_positions, vocab_size)
+
+
+class HasGenerationConfig:
+    """The ``generation_config`` attribute of the models that generate (both frameworks)."""
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """The model's default decoding options (from ``generation_config.json`` when loaded,
+        else from the model config's bos/eos/pad ids)."""
+        if self.__dict__.get("_generation_config") is None:
+            self.__dict__["_generation_config"] = GenerationConfig.from_model_config(self.config)
+        return self.__dict__["_generation_config"]
+
+    @generation_config.setter
+    def generation_config(self, value: GenerationConfig) -> None:
+        if not isinstance(value, GenerationConfig):
+            raise TypeError(f"generation_config must be a GenerationConfig, got {type(value)}")
+        self.__dict__["_generation_config"] = value
 
 
 def as_id_list(value: int | Sequence[int] | None) -> tuple[int, ...]:

@@ -83,13 +83,19 @@ def test_compiled_model_calls_the_custom_op(onednn_default):
     torch._dynamo.reset()
 
 
-def test_one_row_takes_mkl(onednn_default):
-    # A decode step (one token of one sequence): MKL's matrix-vector kernel is faster.
-    use_onednn(onednn_available())
+@needs_onednn
+@pytest.mark.parametrize("enabled", [True, False])
+def test_one_row_follows_the_switch(onednn_default, enabled):
+    # A decode step (one token of one sequence) reads cold weights: oneDNN reads them faster.
+    use_onednn(enabled)
     model = _model(tie=True)
     with torch.no_grad(), torch.profiler.profile() as prof:
-        model(torch.tensor([[5]]))
-    assert "mkldnn::_linear_pointwise" not in {e.key for e in prof.key_averages()}
+        out = model(torch.tensor([[5]])).logits
+    ran = "mkldnn::_linear_pointwise" in {e.key for e in prof.key_averages()}
+    assert ran == enabled
+    use_onednn(not enabled)
+    with torch.no_grad():
+        assert_close(out, model(torch.tensor([[5]])).logits, what="oneDNN against MKL, one row")
 
 
 def test_conv1d_is_x_times_weight_plus_bias(onednn_default):

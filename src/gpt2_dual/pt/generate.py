@@ -24,33 +24,17 @@ from typing import Any
 
 import torch
 
-from gpt2_dual._generation_checks import check_prompt, merge
-from gpt2_dual.generation_config import GenerationConfig, Resolved
+from gpt2_dual._generation_checks import prepare_call
+from gpt2_dual.generation_config import GenerationConfig, HasGenerationConfig, Resolved
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
-from gpt2_dual.pt.linear import Linear
 from gpt2_dual.pt.processors import apply_all, build_processors
-from gpt2_dual.stopping import StopStrings
 
 __all__ = ["GenerationMixin"]
 
 
-class GenerationMixin:
+class GenerationMixin(HasGenerationConfig):
     """``generate`` and ``generation_config`` for the models with an ``lm_head``."""
-
-    @property
-    def generation_config(self) -> GenerationConfig:
-        """The model's default decoding options (from ``generation_config.json`` when loaded,
-        else from the model config's bos/eos/pad ids)."""
-        if self.__dict__.get("_generation_config") is None:
-            self.__dict__["_generation_config"] = GenerationConfig.from_model_config(self.config)
-        return self.__dict__["_generation_config"]
-
-    @generation_config.setter
-    def generation_config(self, value: GenerationConfig) -> None:
-        if not isinstance(value, GenerationConfig):
-            raise TypeError(f"generation_config must be a GenerationConfig, got {type(value)}")
-        self.__dict__["_generation_config"] = value
 
     @torch.no_grad()
     def generate(
@@ -86,20 +70,10 @@ class GenerationMixin:
             TypeError: an unknown keyword or a non-integer prompt.
             ValueError: an invalid option or prompt, named with its limit, before any work.
         """
-        config = merge(self.generation_config, generation_config, kwargs)
-        ids, mask = check_prompt(input_ids, attention_mask, self.config.vocab_size)
-        resolved = config.resolve(
-            prompt_length=ids.shape[1],
-            n_positions=self.config.n_positions,
-            vocab_size=self.config.vocab_size,
-        )
-        rows = ids.shape[0] * config.num_return_sequences
-        if streamer is not None and (rows != 1 or config.num_beams > 1):
-            raise ValueError(
-                "a streamer needs one prompt, num_return_sequences=1 and num_beams=1; got "
-                f"{ids.shape[0]} prompt(s), {config.num_return_sequences}, {config.num_beams}"
-            )
-        stop = StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
+        config, ids, mask, resolved, stop = prepare_call(
+            self.config, self.generation_config, generation_config, kwargs,
+            input_ids, attention_mask, streamer=streamer, tokenizer=tokenizer,
+        )  # fmt: skip
         device = self.device
         if generator is None and seed is not None:
             generator = torch.Generator(device).manual_seed(seed)
@@ -127,7 +101,6 @@ class Run:
             self.scores = [] if config.output_scores else None
             self.logits = [] if config.output_logits else None
         self.static = _use_static(config, model.device)
-        self.head_t = _transposed_head(model.lm_head)
         self.step = None
         if self.static and _auto_compile(config, model.device):
             self.step = compiled_step(self.model)
@@ -187,25 +160,6 @@ class Run:
             past_key_values=cache,
             **beam,
         )
-
-
-def _transposed_head(head: torch.nn.Module) -> torch.Tensor | None:
-    """A ``(C, V)`` copy of the LM head's weight for a float32 CPU model, else None.
-
-    A decode step reads every weight once, so it runs at the speed memory delivers them. On
-    CPU, MKL's matrix-vector product reads an ``(in, out)`` weight markedly faster than an
-    ``(out, in)`` one (about 27 against 16 GB/s for gpt2's LM head on an AMD EPYC: 39 against
-    35 tokens/s end to end), and the LM head is the one ``(out, in)`` weight (tied to ``wte``).
-    The copy lives for one ``generate`` call (gpt2: 154 MB, made in ~15 ms). Not taken when the
-    head has hooks or is not the plain layer (a quantized or adapted head runs as it is).
-    """
-    weight = getattr(head, "weight", None)
-    plain = isinstance(head, Linear) and type(head).forward is Linear.forward
-    if not plain or head.bias is not None or head._forward_hooks or head._forward_pre_hooks:
-        return None
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
-        return None
-    return weight.detach().t().contiguous()
 
 
 def _auto_compile(config: GenerationConfig, device: torch.device) -> bool:

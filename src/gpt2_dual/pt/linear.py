@@ -12,8 +12,11 @@ On CPU in float32 the product runs on oneDNN, which ships inside PyTorch
 AVX2 code AMD CPUs get. Both are IEEE float32 GEMMs with float32 accumulation; only the
 summation order differs (logits stay within 1e-5 of transformers). Measured on a 2-core AMD
 EPYC (``benchmarks/results/gemm_cpu.md``, one thread): 63-66 against 92-99 GFLOP/s on the LM
-head's forward, 91-103 against 101-112 on the blocks'. A single row (one token of one
-sequence, as in a decode step) stays on MKL, whose matrix-vector kernel is faster there.
+head's forward, 91-103 against 101-112 on the blocks'. A single row (a decode step) takes
+oneDNN too: there the product is a matrix-vector one that reads every weight once, and with
+weights cold in cache (as in decoding) oneDNN reads them at 29-33 GB/s against MKL's 16-22
+on 2 threads, and faster on 1 (greedy gpt2 decoding: 44 against 32 tokens/s on 2 threads,
+35 against 33 on 1; ``benchmarks/bench_generate.py``).
 
 Eager, the product is an ``autograd.Function`` with its own backward: oneDNN for the input
 gradient and the LM head's weight gradient, MKL (which reads transposed operands in place)
@@ -61,7 +64,6 @@ def _onednn_on(x: Tensor, weight: Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
-        and x.numel() >= 2 * x.shape[-1]  # one row (a decode step): MKL's GEMV is faster
     )
 
 
@@ -80,6 +82,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, *, out_in: bool) -> T
     if _onednn_on(x, weight):
         if torch.compiler.is_compiling():
             return _COMPILED(x, weight, bias, out_in)
+        if not _needs_grad(x, weight, bias):  # inference: skip autograd.Function's overhead
+            return _forward(x, weight, bias, out_in)
         return _Product.apply(x, weight, bias, out_in)
     rows = x.reshape(-1, x.shape[-1])
     if out_in:
@@ -87,6 +91,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, *, out_in: bool) -> T
     else:
         y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
     return _unfold(y, x)
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _unfold(y: Tensor, x: Tensor) -> Tensor:

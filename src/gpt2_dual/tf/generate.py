@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from gpt2_dual._generation_checks import check_prompt, merge
-from gpt2_dual.generation_config import GenerationConfig, Resolved
+from gpt2_dual._generation_checks import prepare_call
+from gpt2_dual.generation_config import GenerationConfig, HasGenerationConfig, Resolved
 from gpt2_dual.outputs import GenerateOutput
-from gpt2_dual.stopping import StopStrings
 from gpt2_dual.tf import beam, decode
 from gpt2_dual.tf.cache import DynamicCache, StaticCache
 from gpt2_dual.tf.decode import Static
@@ -67,22 +66,8 @@ CACHE_BUCKET = 64
 _PROGRAMS = "_gpt2_dual_generate_programs"
 
 
-class GenerationMixin:
+class GenerationMixin(HasGenerationConfig):
     """``generate`` and ``generation_config`` for the models with an LM head."""
-
-    @property
-    def generation_config(self) -> GenerationConfig:
-        """The model's default decoding options (from ``generation_config.json`` when loaded,
-        else from the model config's bos/eos/pad ids)."""
-        if self.__dict__.get("_generation_config") is None:
-            self.__dict__["_generation_config"] = GenerationConfig.from_model_config(self.config)
-        return self.__dict__["_generation_config"]
-
-    @generation_config.setter
-    def generation_config(self, value: GenerationConfig) -> None:
-        if not isinstance(value, GenerationConfig):
-            raise TypeError(f"generation_config must be a GenerationConfig, got {type(value)}")
-        self.__dict__["_generation_config"] = value
 
     def generate(
         self,
@@ -121,20 +106,10 @@ class GenerationMixin:
             TypeError: an unknown keyword or a non-integer prompt.
             ValueError: an invalid option or prompt, named with its limit, before any work.
         """
-        config = merge(self.generation_config, generation_config, kwargs)
-        ids, mask = check_prompt(input_ids, attention_mask, self.config.vocab_size)
-        resolved = config.resolve(
-            prompt_length=ids.shape[1],
-            n_positions=self.config.n_positions,
-            vocab_size=self.config.vocab_size,
-        )
-        rows = ids.shape[0] * config.num_return_sequences
-        if streamer is not None and (rows != 1 or config.num_beams > 1):
-            raise ValueError(
-                "a streamer needs one prompt, num_return_sequences=1 and num_beams=1; got "
-                f"{ids.shape[0]} prompt(s), {config.num_return_sequences}, {config.num_beams}"
-            )
-        stop = StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
+        config, ids, mask, resolved, stop = prepare_call(
+            self.config, self.generation_config, generation_config, kwargs,
+            input_ids, attention_mask, streamer=streamer, tokenizer=tokenizer,
+        )  # fmt: skip
         call = _Call(self, config, resolved, bool(jit_compile))
         return call.run(ids, mask, _seed(seed), stop, streamer)
 
