@@ -43,6 +43,22 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(f"BatchEncoding has no key {name!r}") from None
 
+    def to(self, device: Any) -> BatchEncoding:
+        """Move every torch tensor to ``device`` (``"cuda"``, ``0``, a ``torch.device``), in
+        place; return self, so ``tokenizer(..., return_tensors="pt").to("cuda")`` works.
+
+        Raises:
+            TypeError: a value is not a torch tensor (call with ``return_tensors="pt"``).
+        """
+        for key, value in self.items():
+            if type(value).__module__.split(".")[0] != "torch":
+                raise TypeError(
+                    f"BatchEncoding.to moves torch tensors; {key!r} is a "
+                    f"{type(value).__name__}: call the tokenizer with return_tensors='pt'"
+                )
+            self[key] = value.to(device)
+        return self
+
     def convert_to_tensors(self, tensor_type: str | None) -> BatchEncoding:
         """Convert every value in place to ``tensor_type`` ("np", "pt", "tf"); return self.
 

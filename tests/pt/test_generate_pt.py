@@ -114,3 +114,23 @@ def test_cuda_static_generate_replays_a_graph_and_equals_eager(fresh_dynamo):
     counters.clear()
     got = model.generate(ids, cache_implementation="static", **GREEDY)
     assert torch.equal(got, eager) and counters["stats"]["unique_graphs"] == 1
+
+
+def test_model_card_calls_run_on_cpu(tmp_path):
+    """transformers' model card, with gpt2_dual imports, on a local folder and device "cpu"."""
+    from gpt2_dual import GPT2TokenizerFast, pipeline
+
+    torch.manual_seed(0)
+    gpt.GPT2LMHeadModel(tiny_config(vocab_size=50257, n_positions=64)).save_pretrained(tmp_path)
+    GPT2TokenizerFast.from_pretrained("gpt2").save_pretrained(tmp_path)
+    pipe = pipeline("text-generation", model=str(tmp_path), dtype=torch.float32, device="cpu")
+    text = pipe("Hello, I'm a language model", max_new_tokens=5, do_sample=False)
+    tokenizer = GPT2TokenizerFast.from_pretrained(tmp_path)
+    model = gpt.GPT2LMHeadModel.from_pretrained(tmp_path)
+    inputs = tokenizer("Hello, I'm a language model", return_tensors="pt").to("cpu")
+    output = model.generate(**inputs, max_new_tokens=5, cache_implementation="static")
+    assert text == [{"generated_text": tokenizer.decode(output[0], skip_special_tokens=True)}]
+    with pytest.raises(
+        TypeError, match=r"^BatchEncoding.to moves torch tensors; 'input_ids' is a list"
+    ):
+        tokenizer("Hello").to("cpu")
