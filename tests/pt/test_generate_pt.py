@@ -134,3 +134,14 @@ def test_model_card_calls_run_on_cpu(tmp_path):
         TypeError, match=r"^BatchEncoding.to moves torch tensors; 'input_ids' is a list"
     ):
         tokenizer("Hello").to("cpu")
+
+
+def test_bf16_generate_on_packed_weights_equals_plain(monkeypatch):
+    import contextlib
+
+    model = _model().to(torch.bfloat16)
+    packed = model.generate(PROMPT, num_beams=2, **GREEDY)
+    packed_greedy = model.generate(PROMPT, **GREEDY)
+    monkeypatch.setattr(generation, "packed_weights", lambda modules: contextlib.nullcontext(0))
+    assert torch.equal(model.generate(PROMPT, num_beams=2, **GREEDY), packed)
+    assert torch.equal(model.generate(PROMPT, **GREEDY), packed_greedy)

@@ -9,7 +9,13 @@ torch = pytest.importorskip("torch")
 from cases import assert_close, tiny_config  # noqa: E402
 from frameworks import random_state  # noqa: E402
 from gpt2_dual.pt import GPT2LMHeadModel  # noqa: E402
-from gpt2_dual.pt.linear import Conv1D, onednn_available, use_onednn  # noqa: E402
+from gpt2_dual.pt.linear import (  # noqa: E402
+    Conv1D,
+    bf16_packing_available,
+    onednn_available,
+    packed_weights,
+    use_onednn,
+)
 from gpt2_dual.pt.weights import load_canonical  # noqa: E402
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="no oneDNN in this torch build")
@@ -121,3 +127,34 @@ def test_head_layers_stay_nn_linear_modules_that_hooks_see():
     with torch.no_grad():
         logits = model(torch.tensor([[5, 6, 7]])).logits
     assert seen == [logits.shape]
+
+
+needs_bf16_packing = pytest.mark.skipif(
+    not bf16_packing_available(), reason="no oneDNN bf16 weight packing on this CPU"
+)
+
+
+@needs_bf16_packing
+def test_packed_bf16_weights_give_the_same_numbers_and_are_freed(onednn_default):
+    from gpt2_dual.pt import linear as linear_module
+
+    model = _model(tie=True).to(torch.bfloat16).eval()
+    ids = torch.tensor([[5, 17, 42], [8, 61, 23]])
+    with torch.no_grad():
+        plain = model(ids).logits
+        step = model(ids[:, :1]).logits
+        with packed_weights(model.modules()) as count:
+            assert count == 4 * model.config.n_layer + 1  # c_attn, c_proj, c_fc, c_proj; lm_head
+            packed, packed_step = model(ids).logits, model(ids[:, :1]).logits
+    assert torch.equal(packed, plain) and torch.equal(packed_step, step)
+    assert not linear_module._PACKED
+    with packed_weights(model.modules()):  # a gradient never reads the packed copies
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+    assert model.lm_head.weight.grad is not None
+
+
+def test_packing_leaves_float32_alone(onednn_default):
+    model = _model(tie=True)
+    with packed_weights(model.modules()) as count:
+        assert count == 0

@@ -28,6 +28,7 @@ from gpt2_dual._generation_checks import prepare_call
 from gpt2_dual.generation_config import GenerationConfig, HasGenerationConfig, Resolved
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
+from gpt2_dual.pt.linear import packed_weights
 from gpt2_dual.pt.processors import apply_all, build_processors
 
 __all__ = ["GenerationMixin"]
@@ -80,11 +81,12 @@ class GenerationMixin(HasGenerationConfig):
         run = Run(self, config, resolved, stop, streamer, generator)
         ids_t = torch.as_tensor(ids, device=device)
         mask_t = None if mask is None else torch.as_tensor(mask, device=device)
-        if resolved.mode.startswith("beam"):
-            from gpt2_dual.pt.beam import beam_search
+        with packed_weights(self.modules()):  # bf16 CPU decoding: see pt/linear.py
+            if resolved.mode.startswith("beam"):
+                from gpt2_dual.pt.beam import beam_search
 
-            return beam_search(run, ids_t, mask_t)
-        return decode(run, ids_t, mask_t)
+                return beam_search(run, ids_t, mask_t)
+            return decode(run, ids_t, mask_t)
 
 
 class Run:
