@@ -68,3 +68,35 @@ def warp(scores: np.ndarray, *, temperature_: float = 1.0, top_k_: int = 50,
     if typical_p_ < 1.0:
         scores = typical_p(scores, typical_p_)
     return scores
+
+
+def reference_checkpoint(
+    folder, *, vocab: int, positions: int, eos: int, init: float, n_inner: int | None = 40
+):
+    """transformers' tiny GPT-2 LM with random weights, saved to ``folder``; the model.
+
+    ``init`` (initializer_range) large keeps logits well apart, so a 1e-5 difference cannot
+    flip an argmax or a beam ranking."""
+    import torch
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=vocab, n_positions=positions, n_embd=32, n_layer=2, n_head=4, n_inner=n_inner,
+        initializer_range=init, bos_token_id=eos, eos_token_id=eos,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def reference_generate(model, input_ids, attention_mask=None, **kwargs):
+    """transformers' ``generate`` on numpy inputs: numpy ids, or its output object when
+    ``return_dict_in_generate``."""
+    import torch
+
+    ids = torch.from_numpy(np.asarray(input_ids))
+    mask = torch.ones_like(ids) if attention_mask is None else torch.from_numpy(attention_mask)
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=mask, **kwargs)
+    return out if kwargs.get("return_dict_in_generate") else out.numpy()

@@ -15,7 +15,7 @@ import pytest
 
 from cases import assert_close
 from frameworks import FRAMEWORKS
-from generation_ref import warp
+from generation_ref import reference_checkpoint, reference_generate, warp
 from gpt2_dual import GenerationConfig, GPT2TokenizerFast, TextIteratorStreamer, TextStreamer
 
 torch = pytest.importorskip("torch")
@@ -28,15 +28,8 @@ PROMPT = np.array([[5, 17, 42, 8, 61, 23], [70, 3, 3, 19, 88, 41]], dtype=np.int
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """transformers' tiny GPT-2 with random weights, saved; returns (model, folder)."""
-    cfg = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=POSITIONS, n_embd=32, n_layer=2, n_head=4, n_inner=40,
-        initializer_range=0.3, bos_token_id=EOS, eos_token_id=EOS,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
     folder = tmp_path_factory.mktemp("gen_ref")
-    model.save_pretrained(folder)
-    return model, folder
+    return reference_checkpoint(folder, vocab=VOCAB, positions=POSITIONS, eos=EOS, init=0.3), folder
 
 
 @pytest.fixture(scope="module", params=FRAMEWORKS)
@@ -49,16 +42,9 @@ def ours(fw, reference):
     return fw.load("lm", reference[1])
 
 
-def theirs(reference, input_ids, attention_mask=None, **kwargs) -> np.ndarray:
-    model = reference[0]
-    ids = torch.from_numpy(input_ids)
-    mask = torch.ones_like(ids) if attention_mask is None else torch.from_numpy(attention_mask)
+def theirs(reference, input_ids, attention_mask=None, **kwargs):
     kwargs.setdefault("pad_token_id", 0)
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=mask, **kwargs)
-    if kwargs.get("return_dict_in_generate"):
-        return out
-    return out.numpy()
+    return reference_generate(reference[0], input_ids, attention_mask, **kwargs)
 
 
 def frequent_token(reference) -> int:
@@ -230,19 +216,71 @@ def test_num_return_sequences_with_sampling(ours, fw):
 
 
 ERRORS = [
-    (dict(top_p=1.5), ValueError, "GenerationConfig.top_p=1.5 is invalid: must be a number in (0.0, 1.0]"),
-    (dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences=3 must be at most num_beams=2: beam search returns its best beams"),
-    (dict(num_return_sequences=2), ValueError, "num_return_sequences=2 needs do_sample=True or num_beams >= 2: greedy decoding gives one sequence per prompt"),
-    (dict(max_new_tokens=43), ValueError, "a prompt of 6 tokens plus 43 new tokens is 49 positions, past the model's n_positions=48; lower max_new_tokens to at most 42"),
-    (dict(max_length=5), ValueError, "max_length=5 leaves no room for new tokens after a prompt of 6 tokens; set max_new_tokens instead"),
-    (dict(temprature=0.5), TypeError, "generate() got unknown keyword(s) ['temprature']; generation options are the fields of gpt2_dual.GenerationConfig"),
-    (dict(eos_token_id=VOCAB), ValueError, f"GenerationConfig.eos_token_id={VOCAB} is invalid: ids must be below vocab_size={VOCAB}"),
-    (dict(cache_implementation="sliding"), ValueError, "GenerationConfig.cache_implementation='sliding' is invalid: must be None or one of ['dynamic', 'static']"),
-    (dict(stop_strings=["x"]), ValueError, "stop_strings needs the tokenizer to read the text: pass generate(..., stop_strings=..., tokenizer=tokenizer)"),
-    (dict(attention_mask=np.array([[0, 2, 1, 1, 1, 1]] * 2)), ValueError, "attention_mask must hold only 0 (padding) and 1 (real token)"),
-    (dict(attention_mask=np.array([[1, 1, 1, 1, 1, 0]] * 2)), ValueError, 'attention_mask has padding after real tokens (right padding); generation continues at the end of each row, so pad on the left: tokenizer.padding_side = "left"'),
-    (dict(input_ids=np.array([[1, VOCAB]])), ValueError, f"input_ids holds token id {VOCAB}, outside [0, vocab_size={VOCAB})"),
-    (dict(input_ids=np.array([[1.5, 2.0]], np.float32)), TypeError, "input_ids must hold integers, got dtype float32"),
+    (
+        dict(top_p=1.5),
+        ValueError,
+        "GenerationConfig.top_p=1.5 is invalid: must be a number in (0.0, 1.0]",
+    ),
+    (
+        dict(num_beams=2, num_return_sequences=3),
+        ValueError,
+        "num_return_sequences=3 must be at most num_beams=2: beam search returns its best beams",
+    ),
+    (
+        dict(num_return_sequences=2),
+        ValueError,
+        "num_return_sequences=2 needs do_sample=True or num_beams >= 2: greedy decoding gives one sequence per prompt",
+    ),
+    (
+        dict(max_new_tokens=43),
+        ValueError,
+        "a prompt of 6 tokens plus 43 new tokens is 49 positions, past the model's n_positions=48; lower max_new_tokens to at most 42",
+    ),
+    (
+        dict(max_length=5),
+        ValueError,
+        "max_length=5 leaves no room for new tokens after a prompt of 6 tokens; set max_new_tokens instead",
+    ),
+    (
+        dict(temprature=0.5),
+        TypeError,
+        "generate() got unknown keyword(s) ['temprature']; generation options are the fields of gpt2_dual.GenerationConfig",
+    ),
+    (
+        dict(eos_token_id=VOCAB),
+        ValueError,
+        f"GenerationConfig.eos_token_id={VOCAB} is invalid: ids must be below vocab_size={VOCAB}",
+    ),
+    (
+        dict(cache_implementation="sliding"),
+        ValueError,
+        "GenerationConfig.cache_implementation='sliding' is invalid: must be None or one of ['dynamic', 'static']",
+    ),
+    (
+        dict(stop_strings=["x"]),
+        ValueError,
+        "stop_strings needs the tokenizer to read the text: pass generate(..., stop_strings=..., tokenizer=tokenizer)",
+    ),
+    (
+        dict(attention_mask=np.array([[0, 2, 1, 1, 1, 1]] * 2)),
+        ValueError,
+        "attention_mask must hold only 0 (padding) and 1 (real token)",
+    ),
+    (
+        dict(attention_mask=np.array([[1, 1, 1, 1, 1, 0]] * 2)),
+        ValueError,
+        'attention_mask has padding after real tokens (right padding); generation continues at the end of each row, so pad on the left: tokenizer.padding_side = "left"',
+    ),
+    (
+        dict(input_ids=np.array([[1, VOCAB]])),
+        ValueError,
+        f"input_ids holds token id {VOCAB}, outside [0, vocab_size={VOCAB})",
+    ),
+    (
+        dict(input_ids=np.array([[1.5, 2.0]], np.float32)),
+        TypeError,
+        "input_ids must hold integers, got dtype float32",
+    ),
 ]
 
 
@@ -338,7 +376,9 @@ def test_generation_config_file_round_trips_with_transformers(tmp_path):
     assert GenerationConfig.from_dict(back.to_dict()) == back
 
 
-def test_from_pretrained_reads_and_save_pretrained_writes_generation_config(fw, reference, tmp_path):
+def test_from_pretrained_reads_and_save_pretrained_writes_generation_config(
+    fw, reference, tmp_path
+):
     ref = transformers.GenerationConfig.from_pretrained(reference[1])
     ref.max_new_tokens, ref.repetition_penalty = 5, 1.3
     folder = tmp_path / "ckpt"

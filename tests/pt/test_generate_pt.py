@@ -34,14 +34,6 @@ NO_JIT_WARNING = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.config.error_on_recompile = False
-    torch._dynamo.reset()
-
-
 @NO_JIT_WARNING
 def test_compiled_static_step_equals_eager_and_compiles_once(fresh_dynamo, monkeypatch):
     """The CUDA path (compiled decode step over a StaticCache) run on CPU with aot_eager."""

@@ -253,14 +253,6 @@ def _decode_steps(model, compiled, steps=3, device="cpu"):
                 torch._dynamo.config.error_on_recompile = True
 
 
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.config.error_on_recompile = False
-    torch._dynamo.reset()
-
-
 def test_compile_fullgraph_forward_and_static_decode(fresh_dynamo):
     model = model_of("lm")
     ids, mask = padded_batch()

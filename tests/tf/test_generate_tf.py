@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cases import assert_close
+from generation_ref import reference_checkpoint, reference_generate
 
 tf = pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
@@ -26,15 +27,10 @@ PROMPT = np.array([[5, 17, 42, 8, 61, 23], [70, 3, 3, 19, 88, 41]], dtype=np.int
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """transformers' tiny GPT-2, random weights large enough that logits are well apart."""
-    cfg = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=POSITIONS, n_embd=32, n_layer=2, n_head=4,
-        initializer_range=0.2, bos_token_id=EOS, eos_token_id=EOS,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
     folder = tmp_path_factory.mktemp("tf_gen_ref")
-    model.save_pretrained(folder)
+    model = reference_checkpoint(
+        folder, vocab=VOCAB, positions=POSITIONS, eos=EOS, init=0.2, n_inner=None
+    )
     return model, folder
 
 
@@ -49,10 +45,7 @@ def tokenizer():
 
 
 def theirs(reference, input_ids, **kwargs):
-    ids = torch.from_numpy(np.asarray(input_ids))
-    with torch.no_grad():
-        out = reference[0].generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-    return out if kwargs.get("return_dict_in_generate") else out.numpy()
+    return reference_generate(reference[0], input_ids, **kwargs)
 
 
 def frequent_token(reference) -> int:
