@@ -10,12 +10,12 @@ from importlib.metadata import entry_points
 import pytest
 
 import gpt2_dual
-from gpt2_dual.convert.cli import main
+from gpt2_dual.cli import main
 
 
 def test_console_script_is_registered():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "gpt2-dual"]
-    assert script.value == "gpt2_dual.convert.cli:main"
+    assert script.value == "gpt2_dual.cli:main"
 
 
 def test_version(capsys):
@@ -27,7 +27,7 @@ def test_version(capsys):
 
 def test_help_lists_subcommands():
     result = subprocess.run(
-        [sys.executable, "-m", "gpt2_dual.convert.cli", "--help"],
+        [sys.executable, "-m", "gpt2_dual", "--help"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert result.stdout.startswith("usage: gpt2-dual")
@@ -50,3 +50,16 @@ def test_unknown_subcommand_exits_with_usage_error(capsys):
         main(["frobnicate"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_user_error_is_one_line_and_verbose_shows_the_traceback(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    command = [sys.executable, "-m", "gpt2_dual", "tokenize", "--tokenizer", str(missing), "hi"]
+    quiet = subprocess.run(command, capture_output=True, text=True)
+    assert quiet.returncode == 2 and quiet.stdout == ""
+    lines = quiet.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpt2-dual tokenize: error: ")
+    assert str(missing) in lines[0]
+    loud = subprocess.run(command[:3] + ["-v"] + command[3:], capture_output=True, text=True)
+    assert loud.returncode == 2 and "Traceback (most recent call last)" in loud.stderr
+    assert loud.stderr.strip().splitlines()[-1] == lines[0]

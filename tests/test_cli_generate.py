@@ -49,7 +49,7 @@ def library(folder):
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
-        [sys.executable, "-m", "gpt2_dual.convert.cli", "generate", *args],
+        [sys.executable, "-m", "gpt2_dual", "generate", *args],
         input=stdin, capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
 
@@ -122,6 +122,6 @@ def test_user_errors_print_one_line_and_exit_2(folder, args, message):
 
 
 def test_generate_is_listed_in_help():
-    from gpt2_dual.convert.cli import build_parser
+    from gpt2_dual.cli import build_parser
 
     assert "generate" in build_parser().format_help()

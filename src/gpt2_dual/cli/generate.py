@@ -4,7 +4,7 @@ Prompts come from the command line, from standard input (``-``: one prompt per l
 an ``--interactive`` loop. Each continuation is printed after its prompt as the tokens arrive
 (``TextStreamer``), or at the end with ``--no-stream``; both print the same text. Decoding is
 greedy unless ``--sample``. Errors a user can fix (no such model folder, an option out of range)
-print one line to stderr and exit with status 2.
+print one line to stderr and exit with status 2 (``gpt2_dual.cli``).
 
 The framework is imported only when the command runs.
 """
@@ -12,7 +12,6 @@ The framework is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -20,10 +19,6 @@ from typing import Any
 
 from gpt2_dual.streamers import TextStreamer
 
-logger = logging.getLogger(__name__)
-
-#: What a user can fix: reported in one line, exit status 2.
-USER_ERRORS = (OSError, ValueError, TypeError, KeyError, NotImplementedError, ImportError)
 DEFAULT_MAX_NEW_TOKENS = 50
 #: How continuations are decoded, streamed or not (so both print the same text).
 _DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
@@ -120,19 +115,7 @@ def _prompts(args: argparse.Namespace) -> Iterator[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``gpt2-dual generate``; 0 on success, 2 (one line on stderr) on a user error."""
-    try:
-        return _run(args)
-    except USER_ERRORS as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, KeyError) and message.startswith(("'", '"')):
-            message = message[1:-1]
-        sys.stderr.write(f"gpt2-dual generate: error: {message}\n")
-        logger.debug("gpt2-dual generate failed", exc_info=True)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Run ``gpt2-dual generate``; user errors raise (``gpt2_dual.cli.main`` reports them)."""
     if args.prompt is None and not args.interactive:
         raise ValueError("give a prompt, - to read prompts from stdin, or --interactive")
     if args.prompt is not None and args.interactive:
