@@ -204,7 +204,8 @@ def worker(library: str, args: argparse.Namespace) -> None:
     runner, variants = RUNNERS[library]
     for variant in variants:
         for batch in args.batches:
-            row = dict(library=library, variant=variant, batch=batch)
+            row = dict(library=library, variant=variant, batch=batch,
+                       path=kernel_path(library, variant))  # fmt: skip
             try:
                 row.update(_time(runner(variant)(batch), batch, args.repeats))
             except Exception as err:  # noqa: BLE001 - reported in the table
@@ -213,6 +214,27 @@ def worker(library: str, args: argparse.Namespace) -> None:
             sys.stdout.flush()
             if library == "floor":
                 break  # one batch: the rate of reading the weights
+
+
+def kernel_path(library: str, variant: str) -> str:
+    """Which kernels the row's products run on, read from the libraries in this process."""
+    if library in ("gpt2_dual.tf", "transformers.tf"):
+        return "XLA (one compiled program)"
+    if library == "keras_hub":
+        return "XLA" if variant == "xla" else "TF graph ops (oneDNN)"
+    if library == "floor":
+        return "MKL sgemv" if variant.startswith("mkl") else "oneDNN matmul"
+    import torch
+
+    bf16 = variant.endswith("bfloat16")
+    if library == "transformers":
+        blas = "MKL" if torch.backends.mkl.is_available() else "BLAS"
+        return "PyTorch bf16 matmul (oneDNN)" if bf16 else f"PyTorch addmm ({blas})"
+    from gpt2_dual.pt.linear import _STATE, bf16_packing_available
+
+    if bf16:
+        return "oneDNN, packed bf16 weights" if bf16_packing_available() else "PyTorch bf16"
+    return "oneDNN matmul" if _STATE["onednn"] else "PyTorch addmm (MKL)"
 
 
 def _time(call: Callable[[], object], batch: int, repeats: int) -> dict:
@@ -263,18 +285,19 @@ def table(rows: list[dict]) -> list[str]:
     base = {(r["batch"], r["variant"].split("-")[-1]): r["tokens_per_s"] for r in rows
             if r["library"] == "transformers" and r["variant"].startswith("dynamic")
             and "error" not in r}  # fmt: skip
-    out = ["| library | variant | batch | first call (s) | tokens/s | vs transformers "
-           "(same dtype) | % of fp32 floor |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = ["| library | variant | kernel path | batch | first call (s) | tokens/s | vs "
+           "transformers (same dtype) | % of fp32 floor |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['library']} | {r['variant']} | {r['batch']} | error: "
-                       f"{r['error']} | | | |")  # fmt: skip
+            out.append(f"| {r['library']} | {r['variant']} | {r.get('path', '')} | "
+                       f"{r['batch']} | error: {r['error']} | | | |")  # fmt: skip
             continue
         ref = base.get((r["batch"], r["variant"].split("-")[-1]))
         ratio = f"{r['tokens_per_s'] / ref:.2f}x" if ref and r["library"] != "floor" else ""
         pct = f"{100 * r['tokens_per_s'] / floor:.0f}%" if floor and r["batch"] == 1 else ""
-        out.append(f"| {r['library']} | {r['variant']} | {r['batch']} | {r['first_s']:.2f} | "
-                   f"{r['tokens_per_s']:.1f} | {ratio} | {pct} |")  # fmt: skip
+        out.append(f"| {r['library']} | {r['variant']} | {r['path']} | {r['batch']} | "
+                   f"{r['first_s']:.2f} | {r['tokens_per_s']:.1f} | {ratio} | {pct} |")  # fmt: skip
     return out
 
 

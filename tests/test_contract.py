@@ -289,3 +289,24 @@ def test_pad_token_id_set_after_building_takes_effect(fw):
     got = fw.run(model, input_ids=ids, attention_mask=mask)["logits"]
     hidden = fw.run(_backbone(fw, config, state), input_ids=ids, attention_mask=mask)["last_hidden_state"]
     assert_close(got[1], hidden[1, SEQ - 3] @ state["score.weight"].T, "float32", "row 1")
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_reorder_cache_takes_rows_in_order(fw, kind):
+    model = build(fw, "lm")
+    ids, _ = batch("lm")
+    cache = fw.run(model, input_ids=ids, past_key_values=fw.new_cache(model, kind, BATCH, SEQ))[
+        "past_key_values"
+    ]
+    before = [(k.copy(), v.copy()) for k, v in fw.cache_arrays(cache)]  # PT reorders in place
+    order = [2, 0, 0]
+    if fw.name == "tf":
+        cache.reorder_cache(np.array(order))
+    else:
+        import torch
+
+        cache.reorder_cache(torch.tensor(order, device=model.device))
+    for (k, v), (k0, v0) in zip(fw.cache_arrays(cache), before, strict=True):
+        np.testing.assert_array_equal(k, k0[order])
+        np.testing.assert_array_equal(v, v0[order])

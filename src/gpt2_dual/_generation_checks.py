@@ -8,6 +8,8 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from gpt2_dual.generation_config import (
     CACHE_IMPLEMENTATIONS,
     DEFAULTS,
@@ -216,8 +218,6 @@ def merge(
 
 
 def _as_array(value: Any, name: str) -> Any:
-    import numpy as np
-
     if hasattr(value, "detach"):  # torch
         value = value.detach().cpu()
     try:

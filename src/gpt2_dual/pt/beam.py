@@ -63,7 +63,7 @@ def beam_search(run, ids: torch.Tensor, mask: torch.Tensor | None):
     prompt_ok = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
     keys = None if mask is None else torch.cat([mask, mask.new_ones((B * K, new))], 1)
     cache = run.new_cache(B * K, M)
-    raw = run.forward(ids, None if keys is None else (keys if run.static else keys[:, :T]), cache)
+    raw = run.forward(ids, run.mask_for(keys, T), cache)
     cur = T
     while True:
         flat = state.running[:, :, :cur].reshape(B * K, cur)
@@ -82,8 +82,7 @@ def beam_search(run, ids: torch.Tensor, mask: torch.Tensor | None):
         if not _unfinished(state, config):
             break
         token = state.running[:, :, cur - 1].reshape(B * K, 1)
-        step_mask = None if keys is None else (keys if run.static else keys[:, :cur])
-        raw = run.forward(token, step_mask, cache)
+        raw = run.forward(token, run.mask_for(keys, cur), cache)
     return _finish(run, state, B, T, cache)
 
 

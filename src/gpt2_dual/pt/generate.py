@@ -107,6 +107,7 @@ class Run:
         if self.static and _auto_compile(config, model.device):
             self.step = compiled_step(self.model)
         self.eos = torch.tensor(resolved.eos_token_ids, dtype=torch.long, device=model.device)
+        self.can_end = bool(resolved.eos_token_ids) or stop is not None
 
     def new_cache(self, rows: int, length: int) -> DynamicCache | StaticCache:
         if self.static:
@@ -128,6 +129,13 @@ class Run:
             ids, attention_mask=mask, past_key_values=cache, use_cache=True
         )
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()
+
+    def mask_for(self, keys: torch.Tensor | None, length: int) -> torch.Tensor | None:
+        """The mask a forward needs from ``keys`` ``(R, S_max)``: none without padding, the
+        first ``length`` columns with a dynamic cache, all of them with a static one."""
+        if keys is None:
+            return None
+        return keys if self.static else keys[:, :length]
 
     def process(self, seq, ok, raw: torch.Tensor, step: int, log_probs: bool = False):
         """Processed scores ``(R, V)`` of ``raw`` logits (of their log-softmax with
@@ -217,7 +225,7 @@ def decode(run: Run, ids: torch.Tensor, mask: torch.Tensor | None):
     unfinished = torch.ones(rows, dtype=torch.bool, device=ids.device)
     if run.streamer is not None:
         run.streamer.put(ids.cpu())
-    raw = run.forward(ids, _mask_for(keys, T, run.static), cache)
+    raw = run.forward(ids, run.mask_for(keys, T), cache)
     steps = 0
     while True:
         length = T + steps
@@ -228,20 +236,16 @@ def decode(run: Run, ids: torch.Tensor, mask: torch.Tensor | None):
         steps += 1
         if run.streamer is not None:
             run.streamer.put(token.cpu())
-        unfinished &= ~run.ended(seq[:, : length + 1], ok[:, : length + 1], token)
-        if steps == resolved.max_new_tokens or not bool(unfinished.any()):
+        if steps == resolved.max_new_tokens:
             break
-        raw = run.forward(token[:, None], _mask_for(keys, length + 1, run.static), cache)
+        if run.can_end:  # an eos id or a stop string: rows end (a device sync per step)
+            unfinished &= ~run.ended(seq[:, : length + 1], ok[:, : length + 1], token)
+            if not bool(unfinished.any()):
+                break
+        raw = run.forward(token[:, None], run.mask_for(keys, length + 1), cache)
     if run.streamer is not None:
         run.streamer.end()
     return run.output(seq[:, : T + steps], cache)
-
-
-def _mask_for(keys: torch.Tensor | None, length: int, static: bool) -> torch.Tensor | None:
-    """The mask a forward needs: none without padding; the whole width with a static cache."""
-    if keys is None:
-        return None
-    return keys if static else keys[:, :length]
 
 
 def _choose(scores: torch.Tensor, sample: bool, generator: torch.Generator | None):

@@ -167,11 +167,11 @@ def _improvable(st: Static, state: State, new, penalty) -> tf.Tensor:
 
 
 def _reorder(cache: StaticCache, rows: tf.Tensor) -> StaticCache:
-    """The cache with its rows taken from ``rows`` ``(B * K,)`` (the beams that continue)."""
-    children, metadata = cache.tree_flatten()
-    layers = metadata[0]
-    moved = [tf.gather(c, rows) for c in children[: 2 * layers]]
-    return StaticCache.tree_unflatten(metadata, [*moved, *children[2 * layers :]])
+    """A copy of the cache with its rows taken from ``rows`` ``(B * K,)`` (the beams that
+    continue)."""
+    cache = cache.copy()
+    cache.reorder_cache(rows)
+    return cache
 
 
 def go_on(st: Static, state: State) -> tf.Tensor:

@@ -134,6 +134,11 @@ class DynamicCache:
             cache.values.append(layer[1])
         return cache
 
+    def reorder_cache(self, beam_idx: tf.Tensor) -> None:
+        """Keep rows ``beam_idx`` ``(B,)`` of every layer, in that order (beam search)."""
+        self.keys = [tf.gather(k, beam_idx) for k in self.keys]
+        self.values = [tf.gather(v, beam_idx) for v in self.values]
+
     # tf.nest (tf.function, while_loop, tf.data) and keras.tree see the tensors inside.
     def __tf_flatten__(self) -> tuple[Any, tuple]:
         return len(self.keys), (*self.keys, *self.values)
@@ -211,6 +216,11 @@ class StaticCache:
         written = ops.cast(ops.arange(len(self.keys)) == layer_idx, "int32") * ops.shape(k)[-2]
         self.lengths = self.lengths + written
         return self.keys[layer_idx], self.values[layer_idx]
+
+    def reorder_cache(self, beam_idx: tf.Tensor) -> None:
+        """Keep rows ``beam_idx`` ``(B,)`` of every buffer, in that order (beam search)."""
+        self.keys = [tf.gather(k, beam_idx) for k in self.keys]
+        self.values = [tf.gather(v, beam_idx) for v in self.values]
 
     def reset(self) -> None:
         """Forget every cached position (the buffers are reused)."""
