@@ -23,7 +23,7 @@ from gpt2_dual.heads import HEAD_SPECS
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-LOOKED_FOR = "model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json"
+LOOKED_FOR = "model.safetensors, model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json, tf_model.h5, tf_model.h5.index.json"
 
 
 @pytest.fixture(

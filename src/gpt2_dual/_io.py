@@ -23,6 +23,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file is the user's
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -32,6 +33,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_dir_public(path: str | os.PathLike) -> None:
+    """Give a ``tempfile.mkdtemp`` folder (0700) the permissions of a normal new folder."""
+    os.chmod(path, 0o777 & ~_umask())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

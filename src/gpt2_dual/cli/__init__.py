@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 import gpt2_dual
-from gpt2_dual.cli import generate, tokenize
+from gpt2_dual.cli import convert, demo, generate, inspect, tokenize
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
 
@@ -24,7 +25,7 @@ __all__ = ["USER_ERRORS", "build_parser", "main"]
 USER_ERRORS = (OSError, ValueError, TypeError, KeyError, NotImplementedError, ImportError)
 
 #: Subcommand modules: each has ``add_parser(subparsers)`` and sets ``run`` on its parser.
-COMMANDS = (tokenize, generate)
+COMMANDS = (demo, convert, inspect, tokenize, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,7 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gpt2-dual``; returns the process exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

@@ -27,6 +27,15 @@ BIN_WEIGHTS = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 #: Looked for in this order; the first one present wins.
 WEIGHT_FILES = (SAFE_WEIGHTS, SAFE_INDEX, BIN_WEIGHTS, BIN_INDEX)
+#: transformers 4.x TensorFlow weights (read by ``convert.tf_h5``): the last resort.
+TF_WEIGHTS = "tf_model.h5"
+TF_INDEX = "tf_model.h5.index.json"
+#: Checkpoint format -> its weight files (single file, then index).
+FORMAT_FILES = {
+    "safetensors": (SAFE_WEIGHTS, SAFE_INDEX),
+    "bin": (BIN_WEIGHTS, BIN_INDEX),
+    "tf-h5": (TF_WEIGHTS, TF_INDEX),
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,7 @@ class Checkpoint:
     """Weight files of one checkpoint.
 
     Attributes:
-        format: ``"safetensors"`` or ``"bin"``.
+        format: ``"safetensors"``, ``"bin"`` or ``"tf-h5"``.
         files: local paths of the weight files (one, or every shard).
     """
 
@@ -42,32 +51,38 @@ class Checkpoint:
     files: tuple[Path, ...]
 
 
-def find_checkpoint(path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) -> Checkpoint:
-    """Locate the weight files of a local folder or Hub repo (see ``WEIGHT_FILES``).
+def find_checkpoint(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    formats: tuple[str, ...] = ("safetensors", "bin", "tf-h5"),
+    **hub_kwargs: Any,
+) -> Checkpoint:
+    """Locate the weight files of a local folder or Hub repo.
 
     Args:
         path_or_repo_id: local folder or Hub repo id.
+        formats: checkpoint formats in order of preference (``FORMAT_FILES``); by default
+            safetensors, then ``.bin``, then transformers TF's ``tf_model.h5``.
         **hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token``,
             ``subfolder``, passed to ``gpt2_dual.hub.resolve_file``.
 
     Raises:
-        FileNotFoundError: none of ``WEIGHT_FILES`` exists; the message lists them.
+        FileNotFoundError: none of the formats' files exists; the message lists them.
     """
     from gpt2_dual.hub import resolve_file
 
-    for name in WEIGHT_FILES:
+    names = [(fmt, name) for fmt in formats for name in FORMAT_FILES[fmt]]
+    for fmt, name in names:
         path = resolve_file(path_or_repo_id, name, required=False, **hub_kwargs)
         if path is None:
             continue
-        fmt = "safetensors" if name.startswith("model.safetensors") else "bin"
         if not name.endswith(".index.json"):
             return Checkpoint(fmt, (Path(path),))
         shards = sorted(set(_read_json(path)["weight_map"].values()))
         files = tuple(Path(resolve_file(path_or_repo_id, s, **hub_kwargs)) for s in shards)
         return Checkpoint(fmt, files)
-    raise FileNotFoundError(
-        f"no weights found in {str(path_or_repo_id)!r}: looked for {', '.join(WEIGHT_FILES)}"
-    )
+    looked = ", ".join(name for _, name in names)
+    raise FileNotFoundError(f"no weights found in {str(path_or_repo_id)!r}: looked for {looked}")
 
 
 def _read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -93,6 +108,7 @@ class SafetensorsReader:
         from safetensors import SafetensorError, safe_open
 
         self._handles = []
+        self._files = tuple(Path(p) for p in files)
         for path in files:  # headers only; a truncated or foreign file fails here
             try:
                 self._handles.append(safe_open(str(path), framework=framework))
@@ -131,6 +147,11 @@ class SafetensorsReader:
     def __getitem__(self, name: str) -> Any:
         n, key = self._where[name]
         return self._handles[n].get_tensor(key)
+
+    def location(self, name: str) -> tuple[Path, str]:
+        """The file holding a tensor and its key there."""
+        n, key = self._where[name]
+        return self._files[n], key
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """(canonical name, tensor) pairs, one tensor read at a time."""

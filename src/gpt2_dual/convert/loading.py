@@ -1,6 +1,6 @@
 """Framework-neutral rules of loading and saving checkpoints, shared by ``pt`` and ``tf``.
 
-Both frameworks' ``weights.py`` walk the same name table (``convert/names.py``) and must agree
+Both frameworks' ``weights.py`` walk the same name table (``convert/names/``) and must agree
 on what a state dict that "does not fit" means, how it is reported, which ``from_pretrained``
 options exist and what ``config.json`` they write. That agreement lives here, once:
 
@@ -106,10 +106,14 @@ class CanonicalView:
 
 
 def canonical_view(state: Any) -> Any:
-    """``state`` as a view with canonical names: readers pass through, mappings are wrapped."""
-    return (
-        state if isinstance(state, hf.SafetensorsReader | CanonicalView) else CanonicalView(state)
-    )
+    """``state`` as a view with canonical names: readers and views (anything with ``shape``
+    and ``ignored``, like the format readers of ``gpt2_dual.convert``) pass through, mappings
+    are wrapped."""
+    if isinstance(state, hf.SafetensorsReader | CanonicalView):
+        return state
+    if hasattr(state, "shape") and hasattr(state, "ignored") and hasattr(state, "keys"):
+        return state
+    return CanonicalView(state)
 
 
 # --------------------------------------------------------------------------- the bijection
@@ -183,6 +187,21 @@ def check_fit(class_name: str, plan: LoadPlan, *, strict: bool) -> None:
         )
     if strict and (plan.report.missing or plan.report.unexpected):
         raise CheckpointError(f"{class_name} does not fit the state: {describe(plan.report)}")
+
+
+def check_complete(class_name: str, plan: LoadPlan) -> None:
+    """A conversion's rule: shapes must match and nothing of the model may be missing;
+    tensors of other heads are left out.
+
+    Raises:
+        CheckpointError: names every misshapen or missing tensor.
+    """
+    check_fit(class_name, plan, strict=False)
+    if plan.report.missing:
+        raise CheckpointError(
+            f"{class_name}: the checkpoint lacks {len(plan.report.missing)} of its tensors: "
+            + ", ".join(plan.report.missing)
+        )
 
 
 def check_policy(

@@ -45,7 +45,7 @@ def find_weights(path_or_repo_id: Any, use_safetensors: bool | None, hub: dict) 
             raise FileNotFoundError(
                 f"no safetensors weights in {str(path_or_repo_id)!r} (looked for "
                 f"{hf.SAFE_WEIGHTS}, {hf.SAFE_INDEX}); pass use_safetensors=None to accept "
-                f"{hf.BIN_WEIGHTS}"
+                f"{found.files[0].name}"
             )
         return found
     from gpt2_dual.hub import resolve_file

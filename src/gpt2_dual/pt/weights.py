@@ -1,6 +1,6 @@
 """PyTorch weights <-> canonical state dicts and transformers-format checkpoints.
 
-This is the only PyTorch code that applies the weight-name table (``convert/names.py``): a
+This is the only PyTorch code that applies the weight-name table (``convert/names/``): a
 row's ``pt`` path says where a tensor lives in a gpt2_dual.pt model (relative to
 ``model.transformer`` for backbone rows of head models); layouts are transformers' own
 (``Conv1D`` weights ``(in, out)``), so tensors move as they are.
@@ -55,8 +55,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- canonical views
 def _view(state: Any) -> Any:
-    readers = (hf.SafetensorsReader, loading.CanonicalView)
-    return state if isinstance(state, readers) else loading.CanonicalView(state)
+    return loading.canonical_view(state)
 
 
 def _as_tensor(value: Any) -> torch.Tensor:
@@ -199,7 +198,8 @@ def from_pretrained(
     """Load a transformers-format GPT-2 checkpoint (local folder or Hub repo) into ``cls``.
 
     Reads ``config.json`` and ``model.safetensors`` (or shards plus index), else
-    ``pytorch_model.bin`` (or shards) through ``torch.load(weights_only=True)``. A checkpoint
+    ``pytorch_model.bin`` (or shards) through ``torch.load(weights_only=True)``, else
+    transformers TF's ``tf_model.h5`` (needs h5py; ``convert.tf_h5``). A checkpoint
     of any GPT-2 head loads into any head: head weights the checkpoint lacks are newly
     initialized and logged (as transformers does), head weights of another head are logged as
     unused.
@@ -247,6 +247,10 @@ def from_pretrained(
     found = files.find_weights(path_or_repo_id, use_safetensors, hub)
     if found.format == "safetensors":  # memory-mapped; a tensor is read on first use
         view = hf.SafetensorsReader(found.files, framework="pt")
+    elif found.format == "tf-h5":  # transformers TF's tf_model.h5, one tensor at a time
+        from gpt2_dual.convert.tf_h5 import H5Reader
+
+        view = H5Reader(found.files)
     else:
         view = loading.CanonicalView(files.read_bin(found.files))
     dtype = files.resolve_dtype(dtype, config, view)

@@ -1,6 +1,6 @@
 """Keras weights <-> canonical state dicts and transformers-format checkpoints.
 
-This is the only Keras code that applies the weight-name table (``convert/names.py``): a row's
+This is the only Keras code that applies the weight-name table (``convert/names/``): a row's
 ``tf`` path says where a variable lives in a gpt2_dual.tf model (a ``getattr`` walk, digits
 index the ``h`` list; relative to ``model.transformer`` for backbone rows of head models), and
 ``tf_transpose`` says that a Keras ``Dense`` kernel ``(in, out)`` is the transpose of
@@ -13,9 +13,10 @@ variable of the model must be reachable through the table. Shapes are compared i
 canonical layout, before the transpose. The rules (what is missing, unexpected, tied, how it is
 reported) are shared with gpt2_dual.pt in ``convert/loading.py``.
 
-Only safetensors are read, through ``SafetensorsReader(framework="np")``, one tensor at a time:
-loading never imports torch and never unpickles. A checkpoint with only ``pytorch_model.bin``
-gets an error that says how to convert it.
+Only safetensors are read, through ``SafetensorsReader(framework="np")``, one tensor at a time,
+or else transformers TF's ``tf_model.h5`` (``convert.tf_h5.H5Reader``): loading never imports
+torch and never unpickles. A checkpoint with only ``pytorch_model.bin`` gets an error that says
+how to convert it.
 
 Example:
     >>> from gpt2_dual.tf import GPT2LMHeadModel
@@ -188,9 +189,10 @@ def from_pretrained(
     """Load a transformers-format GPT-2 checkpoint (local folder or Hub repo) into ``cls``.
 
     Reads ``config.json`` and ``model.safetensors`` (or shards plus index), with or without the
-    ``transformer.`` prefix, one tensor at a time, without importing torch. A checkpoint of any
-    GPT-2 head loads into any head: head weights the checkpoint lacks are newly initialized and
-    logged (as transformers does), head weights of another head are logged as unused.
+    ``transformer.`` prefix, else transformers TF's ``tf_model.h5``, one tensor at a time,
+    without importing torch. A checkpoint of any GPT-2 head loads into any head: head weights
+    the checkpoint lacks are newly initialized and logged (as transformers does), head weights
+    of another head are logged as unused.
 
     Args:
         cls: the gpt2_dual.tf model class.
@@ -225,10 +227,20 @@ def from_pretrained(
     hub.update(token=token, subfolder=subfolder)
     config = loading.build_config(path_or_repo_id, config, hub, config_overrides)
     found = hf.find_checkpoint(path_or_repo_id, **hub)
-    if found.format != "safetensors":
-        where, file = str(path_or_repo_id), found.files[0]
-        raise FileNotFoundError(_BIN_ONLY.format(where=where, file=file, cls=cls.__name__))
-    view = hf.SafetensorsReader(found.files)
+    if found.format == "bin":  # read transformers TF weights beside it, else refuse
+        try:
+            found = hf.find_checkpoint(path_or_repo_id, formats=("tf-h5",), **hub)
+        except FileNotFoundError:
+            where, file = str(path_or_repo_id), found.files[0]
+            raise FileNotFoundError(
+                _BIN_ONLY.format(where=where, file=file, cls=cls.__name__)
+            ) from None
+    if found.format == "tf-h5":  # transformers TF's tf_model.h5, one tensor at a time
+        from gpt2_dual.convert.tf_h5 import H5Reader
+
+        view = H5Reader(found.files)
+    else:
+        view = hf.SafetensorsReader(found.files)
     policy = _resolve_dtype(dtype, config, view)
     model = cls(config) if policy is None else cls(config, dtype=policy)
     plan = loading.plan_load(config, cls.head, view)
@@ -244,8 +256,9 @@ def from_pretrained(
 
 _BIN_ONLY = (
     "no safetensors weights in {where!r} (looked for model.safetensors, "
-    "model.safetensors.index.json); it has {file}, which gpt2_dual.tf does not read (it would "
-    "need torch and unpickling). Convert it to safetensors once, in a trusted environment: "
+    "model.safetensors.index.json, tf_model.h5, tf_model.h5.index.json); it has {file}, which "
+    "gpt2_dual.tf does not read (it would need torch and unpickling). Convert it to "
+    "safetensors once, in a trusted environment: "
     "gpt2_dual.pt.{cls}.from_pretrained(path).save_pretrained(out) (or transformers' "
     "save_pretrained(out, safe_serialization=True)), then load out"
 )

@@ -1,4 +1,4 @@
-"""THE weight-name table: the only place that knows checkpoint names and layouts.
+"""Core of the weight-name table: canonical names, layouts, and both frameworks' paths.
 
 Canonical names are transformers' GPT-2 keys without the ``transformer.`` prefix (``wte.weight``,
 ``h.0.attn.c_attn.weight``, ``lm_head.weight``), in transformers' layouts: blocks use its
