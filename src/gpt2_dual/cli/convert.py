@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from gpt2_dual.cli.progress import Steps, quiet_tensorflow_import
+from gpt2_dual.cli.progress import Steps, quiet_tensorflow_import, source_needs_tensorflow
 
 
 def add_parser(sub: Any) -> None:
@@ -56,7 +56,7 @@ def run_convert(args: argparse.Namespace) -> int:
     """Convert, print the report; 1 when the cross-check refused the result."""
     from gpt2_dual.convert.conversion import ConversionError, convert
 
-    if not args.no_verify or args.to in ("keras", "keras-hub", "tf-h5"):
+    if not args.no_verify or args.to == "keras" or source_needs_tensorflow(args.src):
         quiet_tensorflow_import(args.verbose)
     steps = Steps("convert", total=6 if not args.no_verify else 2)
     try:

@@ -22,9 +22,12 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the description of ``args.src``."""
+    from gpt2_dual.cli.progress import quiet_tensorflow_import, source_needs_tensorflow
     from gpt2_dual.convert.conversion import open_source
     from gpt2_dual.convert.describe import as_text, describe
 
+    if source_needs_tensorflow(args.src):
+        quiet_tensorflow_import(args.verbose)
     info = describe(open_source(args.src))
     sys.stdout.write((json.dumps(info, indent=2) if args.json else as_text(info)) + "\n")
     return 0

@@ -57,3 +57,17 @@ def quiet_tensorflow_import(verbose: bool) -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+#: Formats whose readers run TensorFlow (the others read with h5py or safetensors alone).
+TF_READ_FORMATS = ("keras", "openai")
+
+
+def source_needs_tensorflow(src: str) -> bool:
+    """Whether reading ``src`` will import TensorFlow (a Keras file or OpenAI's release)."""
+    from gpt2_dual.convert import formats
+
+    try:
+        return formats.detect(src) in TF_READ_FORMATS
+    except (OSError, ValueError):
+        return False  # not a local checkpoint: the reader will say what is wrong

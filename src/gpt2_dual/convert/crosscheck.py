@@ -11,8 +11,9 @@ first one, normally the source in gpt2_dual.pt) at unpadded positions:
 
 Weights are always computed in float32; the tolerance is the one of the dtype they are stored
 in (``TOLERANCES``: a float16 copy carries float16 rounding). One side is loaded at a time,
-so a check holds one model in memory, not four. Frameworks are imported only when a side of
-theirs runs.
+so a check holds one model in memory, not four (PyTorch sides run first: TensorFlow keeps
+freed memory for reuse, and freed PyTorch memory is handed back with ``malloc_trim``).
+Frameworks are imported only when a side of theirs runs.
 """
 
 from __future__ import annotations
@@ -255,8 +256,20 @@ def run_side(framework: str, config: GPT2Config, head: str, view: Any) -> dict[s
         steps = min(GREEDY_STEPS, config.n_positions - len(prompt))
         result["greedy"] = greedy_tokens(framework, model, prompt, steps) if steps > 0 else ()
     del model
-    gc.collect()
+    release_memory()
     return result
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system (glibc ``malloc_trim``),
+    so the next side does not stack its model on the memory of the last one."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 # --------------------------------------------------------------------------- comparing
@@ -312,14 +325,16 @@ def crosscheck(
     report = Report(dtype, tol, f"{reference_label} ({_framework_name(sides[0][1])})")
     mask = fixed_inputs(config, head)["attention_mask"]
     class_name = HEAD_SPECS[head].class_name
-    reference = None
-    for label, framework, view in sides:
+    results = {}
+    # PyTorch sides first: TensorFlow keeps the memory of a freed model for reuse, which would
+    # otherwise sit under every PyTorch model loaded after it.
+    for label, framework, view in sorted(sides, key=lambda side: side[1] != "pt"):
         if progress is not None:
             progress(f"running {label}")
-        result = run_side(framework, config, head, view)
-        if reference is None:
-            reference = result
-            continue
+        results[label] = run_side(framework, config, head, view)
+    reference = results[reference_label]
+    for label, _, _ in sides[1:]:
+        result = results[label]
         for name, expected in reference["outputs"].items():
             model = "GPT2Model" if name == "last_hidden_state" else class_name
             report.outputs.append(
@@ -328,7 +343,7 @@ def crosscheck(
         if reference["greedy"] is not None:
             tokens, ref = result["greedy"], reference["greedy"]
             report.greedy.append(GreedyCheck(label, tokens, ref, tokens == ref))
-    if reference is not None and reference["greedy"] is not None:
+    if reference["greedy"] is not None:
         report.greedy.insert(0, GreedyCheck(reference_label, reference["greedy"],
                                             reference["greedy"], True))  # fmt: skip
     return report

@@ -19,9 +19,10 @@ SHOWN = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
 
 def tensor_dtype(view: Any, name: str) -> str:
     """A tensor's dtype name, without reading it when the view can tell."""
-    if hasattr(view, "dtype"):
-        return str(view.dtype(name))
-    return str(view[name].dtype)
+    from gpt2_dual.convert.safetensors_io import NUMPY_NAMES
+
+    found = str(view.dtype(name)) if hasattr(view, "dtype") else str(view[name].dtype)
+    return NUMPY_NAMES.get(found, found)  # safetensors codes ("F32") as numpy names
 
 
 def usable_heads(source: Source) -> list[str]:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,9 @@ def write(source: Source, folder: Path, *, dtype: str | None = None) -> None:
     dtype = writer_dtype(source, dtype)
     model = gtf.build(source.head, _model_config(source.config, class_name, dtype), dtype=dtype)
     load_canonical(model, view, strict=False)  # complete; other heads' tensors are left out
-    with replace_when_done(folder / KERAS_FILE) as tmp:
+    with replace_when_done(folder / KERAS_FILE) as tmp, warnings.catch_warnings():
+        # Keras 3.15's Variable.__array__ lacks numpy 2's copy keyword; saving is unaffected.
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
         model.save(tmp)
     logger.info("wrote %s (%s, %s)", folder / KERAS_FILE, class_name, dtype)
     copy_tokenizer_files(source, folder)
