@@ -196,3 +196,32 @@ def test_detect_names_what_it_looked_for(tmp_path):
         formats.detect(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match=r"no-such does not exist$"):
         formats.detect(tmp_path / "no-such")
+
+
+def test_a_killed_conversion_leaves_no_output_and_the_next_one_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = save_source(tmp_path / "src")
+    code = (
+        "import sys, time\n"
+        "from gpt2_dual.convert import formats\n"
+        "def stall(*args, **kwargs): time.sleep(120)\n"  # writing never ends
+        "formats.write = stall\n"
+        "from gpt2_dual.convert import convert\n"
+        "convert(sys.argv[1], sys.argv[2])\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(src), str(tmp_path / "dst")])
+    for _ in range(600):
+        if leftovers(tmp_path):
+            break
+        time.sleep(0.05)
+    (name,) = leftovers(tmp_path)
+    assert name.startswith(f".dst{conversion.TMP_MARK}{child.pid}-")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (tmp_path / "dst").exists() and leftovers(tmp_path) == [name]
+    assert convert(src, tmp_path / "dst").ok
+    assert leftovers(tmp_path) == [] and (tmp_path / "dst" / "model.safetensors").is_file()

@@ -31,7 +31,8 @@ from gpt2_dual.heads import HEAD_SPECS
 
 logger = logging.getLogger(__name__)
 
-#: Temporary folders are named ``.<dst name>.gpt2-dual-tmp-<random>`` beside ``dst``.
+#: Temporary folders are named ``.<dst name>.gpt2-dual-tmp-<pid>-<random>`` beside ``dst``; a
+#: later conversion to the same ``dst`` removes those whose process is gone (killed runs).
 TMP_MARK = ".gpt2-dual-tmp-"
 #: ``--head`` choices: ``auto`` keeps the checkpoint's head.
 HEAD_CHOICES = ("auto", *HEAD_SPECS)
@@ -187,7 +188,9 @@ def convert(
     progress(f"reading {src if not isinstance(src, Source) else src.path}")
     source = src if isinstance(src, Source) else open_source(src)
     source = with_head(source, head)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}{TMP_MARK}", dir=_parent(dst)))
+    _remove_leftovers(dst)
+    prefix = f".{dst.name}{TMP_MARK}{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=_parent(dst)))
     make_dir_public(tmp)
     try:
         options = {"dtype": dtype}
@@ -244,12 +247,35 @@ def _stored_dtype(source: Source) -> str:
     return dtype_name(source.view["wte.weight"])
 
 
+def _remove_leftovers(dst: Path) -> None:
+    """Remove temporary folders of earlier conversions to ``dst`` whose process has died."""
+    parent = dst.absolute().parent
+    if not parent.is_dir():
+        return
+    for path in parent.glob(f".{dst.name}{TMP_MARK}*"):
+        pid = path.name[len(f".{dst.name}{TMP_MARK}") :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and path.is_dir():
+            logger.info("removing %s, left by an interrupted conversion", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _place(tmp: Path, dst: Path) -> None:
     """Rename ``tmp`` to ``dst``; an existing ``dst`` is moved aside first and removed after."""
     if not dst.exists():
         os.replace(tmp, dst)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}{TMP_MARK}old-", dir=dst.absolute().parent))
+    prefix = f".{dst.name}{TMP_MARK}{os.getpid()}-old-"
+    old = Path(tempfile.mkdtemp(prefix=prefix, dir=dst.absolute().parent))
     old.rmdir()
     os.replace(dst, old)
     try:
