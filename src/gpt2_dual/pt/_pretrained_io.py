@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import pickle
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,46 @@ def read_bin(files: Iterable[Path]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- options
+def transformers_aliases(
+    dtype: Any, device: Any, *, torch_dtype: Any, device_map: Any
+) -> tuple[Any, Any]:
+    """``from_pretrained``'s transformers spellings -> ``(dtype, device)``.
+
+    ``torch_dtype`` is transformers' old name of ``dtype`` (deprecated there too: a
+    FutureWarning). ``device_map`` places the whole model on one device, without accelerate:
+    ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, an index,
+    or ``{"": device}``.
+
+    Raises:
+        ValueError: both spellings given with different values, or a ``device_map`` that
+            splits the model.
+    """
+    if torch_dtype is not None:
+        warnings.warn(
+            "from_pretrained(torch_dtype=...) is deprecated, as in transformers; use dtype=",
+            FutureWarning, stacklevel=4,
+        )  # fmt: skip
+        if dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree")
+        dtype = torch_dtype
+    if device_map is None:
+        return dtype, device
+    target = device_map
+    if isinstance(device_map, Mapping):
+        if set(device_map) != {""}:
+            raise ValueError(
+                f"device_map={device_map!r} splits the model; gpt2_dual.pt places a model on "
+                'one device: use device_map={"": device}, "auto", "cpu" or "cuda"'
+            )
+        target = device_map[""]
+    if target == "auto":
+        target = "cuda" if torch.cuda.is_available() else "cpu"
+    target = torch.device(f"cuda:{target}" if isinstance(target, int) else target)
+    if device is not None and torch.device(device) != target:
+        raise ValueError(f"device={device!r} and device_map={device_map!r} disagree")
+    return dtype, target
+
+
 def resolve_dtype(dtype: Any, config: GPT2Config, view: Any) -> torch.dtype:
     """``dtype`` argument -> torch dtype (None: torch's default; ``"auto"``: the config's
     ``dtype``/``torch_dtype``, else the checkpoint's ``wte.weight``)."""

@@ -119,6 +119,38 @@ class GPT2PreTrainedModel(nn.Module):
         """The token embedding ``wte``."""
         return self._backbone().wte
 
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace ``wte`` (shape ``(vocab_size, n_embd)``); a tied ``lm_head`` follows it.
+
+        Raises:
+            ValueError: ``value`` is not an ``nn.Embedding`` of ``n_embd`` columns.
+        """
+        n_embd = self.config.n_embd
+        if not isinstance(value, nn.Embedding) or value.embedding_dim != n_embd:
+            shape = tuple(value.weight.shape) if hasattr(value, "weight") else ""
+            raise ValueError(
+                f"set_input_embeddings needs an nn.Embedding with embedding_dim={n_embd}, got "
+                f"{type(value).__name__}{shape}"
+            )
+        self._backbone().wte = value
+        self.tie_weights()
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of parameters (shared ones, like a tied ``lm_head``, counted once).
+
+        Args:
+            only_trainable: count only those with ``requires_grad``.
+            exclude_embeddings: leave out the ``nn.Embedding`` weights (``wte``, ``wpe``), as
+                transformers does.
+        """
+        skip = set()
+        if exclude_embeddings:
+            skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        return sum(
+            p.numel() for p in self.parameters()
+            if id(p) not in skip and (p.requires_grad or not only_trainable)
+        )  # fmt: skip
+
     def get_output_embeddings(self) -> nn.Linear | None:
         """The ``lm_head`` of the LM heads, else None."""
         return getattr(self, "lm_head", None)

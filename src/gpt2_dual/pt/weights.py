@@ -193,6 +193,9 @@ def from_pretrained(
     use_safetensors: bool | None = None,
     weights_only: bool = True,
     strict: bool = True,
+    torch_dtype: torch.dtype | str | None = None,
+    device_map: str | int | dict | None = None,
+    low_cpu_mem_usage: bool | None = None,
     **config_overrides: Any,
 ) -> nn.Module:
     """Load a transformers-format GPT-2 checkpoint (local folder or Hub repo) into ``cls``.
@@ -219,6 +222,11 @@ def from_pretrained(
         weights_only: must be True; gpt2_dual never unpickles arbitrary objects.
         strict: when True, backbone tensors missing or not used are an error; when False they
             are initialized or left unused, and logged.
+        torch_dtype: transformers' old name of ``dtype`` (FutureWarning).
+        device_map: one device for the whole model, transformers' spelling: ``"auto"``,
+            ``"cpu"``, ``"cuda"``, an index or ``{"": device}`` (no accelerate needed).
+        low_cpu_mem_usage: accepted for transformers' code; loading never holds a second
+            copy of the weights anyway.
         **config_overrides: GPT2Config fields to override (e.g. ``num_labels=3``).
 
     Returns:
@@ -241,6 +249,10 @@ def from_pretrained(
             "weights_only=False is not supported: gpt2_dual never unpickles arbitrary objects; "
             "convert the checkpoint to safetensors in a trusted environment"
         )
+    del low_cpu_mem_usage  # always low: the model is built on meta and given the tensors
+    dtype, device = files.transformers_aliases(
+        dtype, device, torch_dtype=torch_dtype, device_map=device_map
+    )
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     hub.update(token=token, subfolder=subfolder)
     config = loading.build_config(path_or_repo_id, config, hub, config_overrides)
