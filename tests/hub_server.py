@@ -13,6 +13,21 @@ It answers what the real ``huggingface_hub`` client asks (``hf_hub_download``,
   private one without its token), ``403`` + ``GatedRepo``, ``404`` + ``RevisionNotFound``,
   ``404`` + ``EntryNotFound`` (with ``X-Repo-Commit``).
 
+Uploads, as ``HfApi.create_repo``, ``create_branch`` and ``upload_folder``/``create_commit`` of
+huggingface_hub 0.36 make them (every write needs ``Authorization: Bearer <any token>``, else
+``401``; only repos under ``HubServer.user``, default ``"me"``, are writable, else ``403``):
+
+* ``POST {endpoint}/api/repos/create`` (``{"name", "organization", "private"}``): a new repo
+  whose ``main`` holds no file (a private one takes the caller's token); ``409`` with ``url``
+  when it exists.
+* ``POST {endpoint}/api/models/{repo_id}/branch/{branch}``: a branch at ``main``'s head;
+  ``409`` when it exists.
+* ``POST {endpoint}/api/models/{repo_id}/preupload/{revision}``: every file is ``"regular"``
+  (so no LFS or Xet upload is ever made) with the ``oid`` of the file already at that path.
+* ``POST {endpoint}/api/models/{repo_id}/commit/{revision}`` (ndjson: ``header``, ``file`` with
+  base64 content, ``deletedFile``, ``deletedFolder``; ``?create_pr=1`` commits to a new
+  ``refs/pr/N``): a new commit on the revision; each one is recorded in ``HubServer.commits``.
+
 Usage:
 
     # 1. pytest fixtures "hf_env" and "hub": import their functions into the test module
@@ -41,6 +56,7 @@ the ``with`` block / the fixture) shuts it down and joins its thread.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -62,6 +78,8 @@ _RESOLVE_RE = re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)")
 _INFO_RE = re.compile(rf"/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?")
 _TREE_RE = re.compile(rf"/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?")
 _CDN_RE = re.compile(r"/cdn/(?P<sha256>[0-9a-f]{64})")
+_CREATE_PATH = "/api/repos/create"
+_WRITE_RE = re.compile(rf"/api/models/{_REPO}/(?P<op>preupload|commit|branch)/(?P<rev>[^/]+)")
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -89,6 +107,27 @@ class _Repo:
     gated: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Commit:
+    """One commit received by the server (``HubServer.commits``).
+
+    Attributes:
+        repo_id: the repo.
+        revision: the branch (or ``refs/pr/N``) it landed on.
+        summary: the commit message.
+        description: the commit description.
+        paths: the files it added or replaced, sorted.
+        commit: its 40-hex id.
+    """
+
+    repo_id: str
+    revision: str
+    summary: str
+    description: str
+    paths: tuple[str, ...]
+    commit: str
+
+
 class HubServer:
     """An in-memory Hub on 127.0.0.1; use as a context manager or call start()/stop().
 
@@ -105,6 +144,8 @@ class HubServer:
         self._thread: threading.Thread | None = None
         self.requests: list[tuple[str, str]] = []
         self.cache_dir: Path | None = None
+        self.user = "me"
+        self.commits: list[Commit] = []
 
     def add_repo(
         self,
@@ -143,6 +184,13 @@ class HubServer:
             for data in files.values():
                 self._blobs[hashlib.sha256(data).hexdigest()] = data
         return commit
+
+    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+        """The files of a repo's revision (a copy); ``KeyError`` if there is none."""
+        repo, rev = self._find(repo_id, revision)
+        if rev is None:
+            raise KeyError(f"no revision {revision!r} of {repo_id!r}")
+        return dict(rev.files)
 
     @property
     def url(self) -> str:
@@ -211,6 +259,51 @@ class HubServer:
         with self._lock:
             return self._blobs.get(sha256)
 
+    def _commit(
+        self, repo_id: str, revision: str, lines: list[dict], create_pr: bool
+    ) -> tuple[str, str]:
+        """Apply one ndjson commit payload; returns ``(revision, commit id)``."""
+        header = next(line["value"] for line in lines if line["key"] == "header")
+        with self._lock:
+            repo = self._repos[repo_id]
+            files = dict(repo.revisions[revision].files)
+            added = []
+            for line in lines:
+                key, value = line["key"], line["value"]
+                if key == "file":
+                    files[value["path"]] = base64.b64decode(value["content"])
+                    added.append(value["path"])
+                elif key == "deletedFile":
+                    files.pop(value["path"], None)
+                elif key == "deletedFolder":
+                    prefix = value["path"].rstrip("/") + "/"
+                    files = {k: v for k, v in files.items() if not k.startswith(prefix)}
+                elif key != "header":
+                    raise ValueError(f"unsupported commit operation {key!r}")
+            if create_pr:
+                number = 1 + sum(name.startswith("refs/pr/") for name in repo.revisions)
+                revision = f"refs/pr/{number}"
+            parent = repo.revisions.get(revision)
+            digest = hashlib.sha1((parent.commit if parent else "").encode())
+            digest.update(json.dumps(header, sort_keys=True).encode())
+            for name in sorted(files):
+                digest.update(name.encode() + b"\0" + files[name])
+            commit = digest.hexdigest()
+            repo.revisions[revision] = _Revision(commit, files)
+            for data in files.values():
+                self._blobs[hashlib.sha256(data).hexdigest()] = data
+            self.commits.append(
+                Commit(
+                    repo_id,
+                    revision,
+                    header.get("summary", ""),
+                    header.get("description", ""),
+                    tuple(sorted(added)),
+                    commit,
+                )
+            )
+        return revision, commit
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -230,6 +323,71 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._handle(head=False)
+
+    def do_POST(self) -> None:
+        hub = self.server.hub
+        parts = urlsplit(self.path)
+        hub._record("POST", parts.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not token:
+            return self._json(401, {"error": "Invalid username or password."})
+        if parts.path == _CREATE_PATH:
+            return self._create_repo(json.loads(body), token)
+        m = _WRITE_RE.fullmatch(parts.path)
+        if m is None:
+            return self._send(404, head=False)
+        repo_id, revision = unquote(m["repo"]), unquote(m["rev"])
+        repo, rev = hub._find(repo_id, revision if m["op"] != "branch" else "main")
+        if self._check(repo, rev, revision, head=False):
+            return None
+        if not repo_id.startswith(f"{hub.user}/"):
+            return self._json(403, {"error": f"You don't have the rights to write to {repo_id}"})
+        assert repo is not None and rev is not None
+        if m["op"] == "branch":
+            if revision in repo.revisions:
+                return self._json(409, {"error": f"Reference {revision} already exists"})
+            with hub._lock:
+                repo.revisions[revision] = _Revision(rev.commit, dict(rev.files))
+            return self._json(200, {})
+        if m["op"] == "preupload":
+            files = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    "oid": git_blob_sha1(rev.files[f["path"]]) if f["path"] in rev.files else None,
+                }
+                for f in json.loads(body)["files"]
+            ]
+            return self._json(200, {"files": files, "commitOid": rev.commit})
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        create_pr = "create_pr=1" in parts.query
+        landed, commit = hub._commit(repo_id, revision, lines, create_pr)
+        answer = {"commitUrl": f"{hub.url}/{repo_id}/commit/{commit}", "commitOid": commit}
+        answer["pullRequestUrl"] = (
+            f"{hub.url}/{repo_id}/discussions/{landed.rsplit('/', 1)[1]}" if create_pr else None
+        )
+        return self._json(200, answer)
+
+    def _create_repo(self, request: dict, token: str) -> None:
+        hub = self.server.hub
+        owner = request.get("organization") or hub.user
+        repo_id = f"{owner}/{request['name']}"
+        url = f"{hub.url}/{repo_id}"
+        if owner != hub.user:
+            return self._json(403, {"error": f"You don't have the rights to create under {owner}"})
+        with hub._lock:
+            if repo_id in hub._repos:
+                return self._json(409, {"error": "You already created this model repo", "url": url})
+            commit = hashlib.sha1(f"{repo_id}@init".encode()).hexdigest()
+            private = bool(request.get("private"))
+            hub._repos[repo_id] = _Repo({"main": _Revision(commit, {})}, token if private else None)
+        return self._json(200, {"url": url, "name": repo_id})
+
+    def _json(self, status: int, data: dict) -> None:
+        headers = {"Content-Type": "application/json"}
+        self._send(status, headers, json.dumps(data).encode(), head=False)
 
     def _handle(self, head: bool) -> None:
         hub = self.server.hub

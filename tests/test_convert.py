@@ -80,8 +80,9 @@ def test_transformers_loads_what_we_write_sharded_and_in_bfloat16(tmp_path):
     assert len(list((tmp_path / "sharded").glob("model-*-of-*.safetensors"))) > 1
     inputs = fixed_inputs(tiny_config(), "lm")
     mask = inputs["attention_mask"][..., None] > 0
-    for folder in ("sharded", "bf16"):  # both read in float32: the same numbers
-        ours = PT.run(PT.load("lm", tmp_path / folder), **inputs)["logits"]
+    for folder in ("sharded", "bf16"):  # both read in float32 (not "auto"): the same numbers
+        model = PT.load("lm", tmp_path / folder).float()
+        ours = PT.run(model, **inputs)["logits"]
         theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / folder).float().eval()
         assert next(theirs.parameters()).dtype == torch.float32
         with torch.no_grad():  # positions from the mask, as gpt2_dual derives them

@@ -288,8 +288,8 @@ def test_bundled_fallback(hf_env, monkeypatch, caplog, repo_id, how):
 
 def test_bundled_fallback_limits(hf_env, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OfflineMiss, match="file 'config.json' of Hub repo 'gpt2'"):
-        resolve_file("gpt2", "config.json")
+    with pytest.raises(OfflineMiss, match="file 'pytorch_model.bin' of Hub repo 'gpt2'.*not its we"):
+        resolve_file("gpt2", "pytorch_model.bin")  # config.json is bundled: test_config_fallback
     with pytest.raises(OfflineMiss, match="file 'model.safetensors' of Hub repo 'gpt2'"):
         resolve_file("gpt2", "model.safetensors", required=False)  # weights are not bundled
     with pytest.raises(OfflineMiss, match=r"\(revision 'v1'\)"):

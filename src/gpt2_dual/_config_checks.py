@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 #: Activation names accepted for ``activation_function`` and ``summary_activation``: the
@@ -119,3 +119,48 @@ def _check_id2label(value: Any) -> dict[int, str]:
     if sorted(labels) != list(range(len(labels))):
         raise _fail("id2label", value, f"keys must be 0..{len(labels) - 1}")
     return labels
+
+
+def near_miss(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` is one edit away from, if any, ignoring case.
+
+    One edit is one insertion, deletion, substitution or swap of two adjacent characters
+    (Damerau-Levenshtein distance 1, in its optimal-string-alignment form): ``n_layers``,
+    ``n_heads``, ``vocab_sise``, ``n_embed``, ``N_LAYER`` and ``n_ebmd`` are near misses.
+    Names starting with ``_`` are private (transformers writes ``_num_labels``,
+    ``_name_or_path``) and never a near miss.
+
+    Args:
+        name: the key that is not a known field.
+        known: the field names (and aliases) to compare with.
+
+    Returns:
+        The first known name (in sorted order) within one edit, or ``None``.
+
+    Example:
+        >>> near_miss("n_layers", ["n_layer", "n_head"])
+        'n_layer'
+    """
+    if name.startswith("_"):
+        return None
+    low = name.lower()
+    for candidate in sorted(known):
+        if candidate != name and _within_one_edit(low, candidate.lower()):
+            return candidate
+    return None
+
+
+def _within_one_edit(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        if len(diffs) == 1:
+            return True  # substitution
+        i = diffs[0]
+        return len(diffs) == 2 and diffs[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    return short[i:] == long[i + 1 :]  # one insertion

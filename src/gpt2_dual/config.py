@@ -7,16 +7,20 @@ and written back unchanged.
 
 Fields are validated when set, so ``config.pad_token_id = tokenizer.eos_token_id`` is checked
 on the spot. Sizes that define weight shapes can be locked by a model built from the config;
-assigning them afterwards raises instead of silently desynchronising config and weights.
+assigning them afterwards raises instead of silently desynchronising config and weights. A key
+one typo away from a field (``n_layers``, ``n_heads``, ``vocab_sise``) is still kept, as
+transformers keeps it, but logs a warning naming the field it resembles.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,10 @@ from gpt2_dual._config_checks import (
     _VALIDATORS,
     _check_id2label,
     _positive_int,
+    near_miss,
 )
 from gpt2_dual._io import atomic_write_text, read_json_object
+from gpt2_dual.hub_push import PushToHubMixin
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +87,11 @@ SHAPE_FIELDS = frozenset({
     "add_cross_attention", "summary_use_proj", "summary_proj_to_labels",
 })  # fmt: skip
 
+#: Every name ``GPT2Config`` reads: unknown keys within one edit of these are warned about.
+KNOWN_NAMES = frozenset(
+    {*GPT2_DEFAULTS, *INHERITED_DEFAULTS, *ALIASES, "num_labels", "id2label", "label2id"}
+)
+
 #: Architecture shapes of the released checkpoints (exact names only).
 PRESETS: dict[str, dict[str, int]] = {
     "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768},  # 124M
@@ -91,14 +102,31 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-class GPT2Config:
+def _warn_if_near_miss(name: str) -> None:
+    field = near_miss(name, KNOWN_NAMES)
+    if field is not None:
+        _warn_near_miss(name, field)
+
+
+@functools.cache  # once per process and key: config.copy() re-reads the kept keys
+def _warn_near_miss(name: str, field: str) -> None:
+    logger.warning(
+        "GPT2Config: %r is not a GPT-2 config field; did you mean %r? It is kept as an extra "
+        "attribute (as transformers does) and the model does not read it",
+        name,
+        field,
+    )
+
+
+class GPT2Config(PushToHubMixin):
     """Configuration of a GPT-2 model, field for field transformers' ``GPT2Config``.
 
     Every field of transformers' GPT-2 config is accepted with the same name and default
     (see ``GPT2_DEFAULTS`` and ``INHERITED_DEFAULTS``), plus ``num_labels``, ``id2label`` and
     ``label2id``, and the aliases ``hidden_size``, ``num_hidden_layers``,
     ``num_attention_heads`` and ``max_position_embeddings``. Unknown keys are kept as
-    attributes and written back by ``to_dict``.
+    attributes and written back by ``to_dict``; one that is a single typo away from a field
+    (``n_layers``, ``n_heads``, ``vocab_sise``, ``n_embed``) logs a warning naming the field.
 
     Args:
         **kwargs: field values; anything not given takes transformers' default.
@@ -115,6 +143,14 @@ class GPT2Config:
     model_type = "gpt2"
 
     def __init__(self, **kwargs: Any) -> None:
+        """Build a config from field values; see the class docstring (``help(GPT2Config)``).
+
+        Args:
+            **kwargs: any field of transformers' ``GPT2Config`` (others are kept in ``extra``).
+
+        Raises:
+            ValueError: a value breaks its rule.
+        """
         object.__setattr__(self, "_ready", False)
         object.__setattr__(self, "_locked_by", None)
         object.__setattr__(self, "extra", {})
@@ -128,6 +164,8 @@ class GPT2Config:
         if label2id is not None:
             self.label2id = label2id
         kwargs.pop("model_type", None)
+        for name in kwargs:
+            _warn_if_near_miss(name)
         self.extra.update(kwargs)
         object.__setattr__(self, "_ready", True)
         self._check_consistency()
@@ -157,6 +195,7 @@ class GPT2Config:
         elif name == "label2id":
             value = {str(k): int(v) for k, v in dict(value).items()}
         elif not name.startswith("_") and name not in ("extra",):
+            _warn_if_near_miss(name)
             self.extra[name] = value
             return
         previous = self.__dict__.get(name)
@@ -222,6 +261,17 @@ class GPT2Config:
             owner: name reported in the error, e.g. the model class that built on this config.
         """
         object.__setattr__(self, "_locked_by", owner)
+
+    @contextmanager
+    def shapes_unlocked(self) -> Iterator[None]:
+        """Inside, locked shape fields may be assigned (validated as always): for a model that
+        has just reshaped its own weights to match (``resize_token_embeddings``)."""
+        owner = self._locked_by
+        object.__setattr__(self, "_locked_by", None)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_locked_by", owner)
 
     def copy(self, **changes: Any) -> GPT2Config:
         """Return an unlocked deep copy with ``changes`` applied (and validated)."""
@@ -309,6 +359,10 @@ class GPT2Config:
             token: Hub token for private repos.
             subfolder: folder inside the repo or local folder.
             **overrides: field values that replace the file's.
+
+        For the GPT-2 family (``gpt2`` ... ``gpt2-xl``, ``distilgpt2`` and their
+        ``openai-community/`` / ``distilbert/`` names) a bundled copy of ``config.json`` is used
+        when the Hub cannot be reached or offline mode is on and the file is not cached.
 
         Example:
             >>> config = GPT2Config.from_pretrained("gpt2", n_layer=2)  # doctest: +SKIP

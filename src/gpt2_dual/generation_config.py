@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_dual._io import atomic_write_text, read_json_object
+from gpt2_dual.hub_push import PushToHubMixin
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Resolved:
     mode: str
 
 
-class GenerationConfig:
+class GenerationConfig(PushToHubMixin):
     """Decoding options (transformers' ``GenerationConfig`` names and defaults).
 
     Args:
@@ -128,6 +129,11 @@ class GenerationConfig:
     """
 
     def __init__(self, **kwargs: Any) -> None:
+        """Build decoding options from field values; see ``help(GenerationConfig)``.
+
+        Args:
+            **kwargs: any field of ``DEFAULTS``; other keys are kept in ``extra``.
+        """
         for name, value in DEFAULTS.items():
             setattr(self, name, copy.deepcopy(value))
         self.extra: dict[str, Any] = {}
@@ -190,21 +196,48 @@ class GenerationConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> GenerationConfig:
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        subfolder: str = "",
+        **overrides: Any,
+    ) -> GenerationConfig:
         """Load ``generation_config.json`` from a folder or a Hub repo.
+
+        For the GPT-2 family (``gpt2`` ... ``gpt2-xl``, ``distilgpt2`` and their
+        ``openai-community/`` / ``distilbert/`` names) a bundled copy is used when the Hub cannot
+        be reached or offline mode is on and the file is not cached.
 
         Args:
             path_or_repo_id: a local folder or a Hub repo id.
-            **kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token``,
-                ``subfolder`` as for ``GPT2Config.from_pretrained``; other keys are field
-                values that replace the file's.
+            revision: Hub branch, tag or commit.
+            cache_dir: Hub cache folder (default: huggingface_hub's).
+            local_files_only: never touch the network (also set by ``HF_HUB_OFFLINE=1``).
+            token: Hub token for private repos.
+            subfolder: folder inside the repo or local folder.
+            **overrides: field values that replace the file's.
+
+        Example:
+            >>> GenerationConfig.from_pretrained("gpt2").eos_token_id  # doctest: +SKIP
+            50256
         """
         from gpt2_dual.hub import resolve_file
 
-        hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
-        hub = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
-        path = resolve_file(path_or_repo_id, GENERATION_CONFIG_NAME, **hub)
-        return cls.from_json_file(path).update(**kwargs)
+        path = resolve_file(
+            path_or_repo_id,
+            GENERATION_CONFIG_NAME,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            subfolder=subfolder,
+        )
+        return cls.from_json_file(path).update(**overrides)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write ``generation_config.json`` into ``save_directory`` atomically; its path."""

@@ -5,9 +5,11 @@ repo id goes through the real ``huggingface_hub`` (``hf_hub_download`` / ``snaps
 with its cache. ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_HUB_CACHE`` and ``HF_HOME`` are read
 from ``os.environ`` at call time (huggingface_hub reads them once, at its import).
 
-For OpenAI's GPT-2 repos (``BUNDLED_GPT2_REPOS``) the tokenizer files ship with gpt2_dual: when
-the Hub cannot be used (offline, ``local_files_only=True`` or unreachable) and the file is not in
-the Hub cache, the bundled copy is returned.
+For OpenAI's GPT-2 repos (``BUNDLED_GPT2_REPOS``) the tokenizer files, ``config.json`` and
+``generation_config.json`` ship with gpt2_dual (``gpt2_dual.bundled``; the config files are
+reconstructions of the released ones, field for field): when the Hub cannot be used (offline,
+``local_files_only=True`` or unreachable) and the file is not in the Hub cache, the bundled copy
+is returned. Weights are not bundled; the error for them says so.
 
 Example:
     >>> from gpt2_dual.hub import resolve_file
@@ -25,6 +27,7 @@ from gpt2_dual.bundled import (
     BUNDLED_FILES,
     BUNDLED_GPT2_REPOS,
     TOKENIZER_FILES,
+    bundled_file,
     bundled_vocab_dir,
 )
 
@@ -43,7 +46,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_announced_bundle: set[str] = set()
+_announced_bundle: set[tuple[str, str]] = set()  # (repo id, "vocabulary" or "config")
 
 
 class HubError(OSError):
@@ -99,6 +102,10 @@ def resolve_file(
             ``FileNotFoundInRepo``. Offline, a missing file counts as absent only if the repo's
             revision is in the Hub cache (or, for a bundled GPT-2 repo, it is a tokenizer file).
 
+    A bundled GPT-2 repo (``BUNDLED_GPT2_REPOS``, default revision, no subfolder) falls back to
+    the copies shipped with gpt2_dual for its tokenizer files, ``config.json`` and
+    ``generation_config.json`` when the Hub cannot be used and the cache lacks the file.
+
     Returns:
         The file's path (inside the Hub cache for a repo), or ``None`` (see ``required``).
 
@@ -133,8 +140,9 @@ def resolve_file(
         mapped = _map_hub_error(err, call)
         if mapped is None:
             raise
-        if isinstance(mapped, OfflineMiss) and bundle_repo and filename in BUNDLED_FILES:
-            return _bundled_file(repo_id, filename, call)
+        bundled = bundled_file(repo_id, filename) if bundle_repo else None
+        if isinstance(mapped, OfflineMiss) and bundled is not None:
+            return _announce_bundled(repo_id, filename, bundled, call)
         if not required and isinstance(mapped, FileNotFoundInRepo):
             return None
         bundled_optional = bundle_repo and filename in TOKENIZER_FILES
@@ -142,6 +150,11 @@ def resolve_file(
             if bundled_optional or paths.recorded_missing(call, relpath):
                 logger.info("%s: '%s' is not in the Hub cache; treated as absent", repo_id, relpath)
                 return None
+        if isinstance(mapped, OfflineMiss) and bundle_repo:
+            mapped = OfflineMiss(
+                f"{mapped} (gpt2_dual bundles only the tokenizer and config files of "
+                f"'{repo_id}', not its weights)"
+            )
         raise mapped from err
 
 
@@ -260,18 +273,20 @@ def _download(
     )
 
 
-def _bundled_file(repo_id: str, filename: str, call: paths.HubCall) -> Path:
-    folder = bundled_vocab_dir()
-    if repo_id not in _announced_bundle:
-        _announced_bundle.add(repo_id)
+def _announce_bundled(repo_id: str, filename: str, path: Path, call: paths.HubCall) -> Path:
+    """Log once per repo and kind that a bundled copy stands in for the Hub's file; ``path``."""
+    kind = "vocabulary" if filename in BUNDLED_FILES else "config"
+    if (repo_id, kind) not in _announced_bundle:
+        _announced_bundle.add((repo_id, kind))
         reason = "offline mode is on" if call.offline else f"{call.endpoint} is unreachable"
         logger.info(
-            "gpt2_dual: using the bundled GPT-2 vocabulary for '%s' (%s and the file is not in the "
+            "gpt2_dual: using the bundled GPT-2 %s for '%s' (%s and the file is not in the "
             "Hub cache)",
+            kind,
             repo_id,
             reason,
         )
-    return folder / filename
+    return path
 
 
 def _map_hub_error(err: Exception, call: paths.HubCall) -> HubError | None:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from gpt2_dual import tokenizer_encoding as te
 from gpt2_dual import tokenizer_files as tf
+from gpt2_dual.hub_push import PushToHubMixin
+from gpt2_dual.tokenizer_calls import CallsMixin
 from gpt2_dual.tokenizer_encoding import BatchEncoding
 from gpt2_dual.tokenizer_files import AddedTokenSpec
 from gpt2_dual.tokenizer_special import TokenArg
@@ -27,7 +29,7 @@ Offsets = list[tuple[int, int]]
 T = TypeVar("T", bound="GPT2TokenizerBase")
 
 
-class GPT2TokenizerBase(VocabMixin):
+class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
     """GPT-2 byte-level BPE tokenizer API (transformers' names and behaviour).
 
     Args:
@@ -46,9 +48,14 @@ class GPT2TokenizerBase(VocabMixin):
         model_max_length: longest sequence the model takes (1024 for GPT-2).
         clean_up_tokenization_spaces: default of ``decode``'s option of the same name.
         padding_side, truncation_side: "right" or "left".
+
+    A vocabulary that lacks some of the 256 byte tokens (a toy one) works too: each byte it
+    lacks becomes ``unk_token`` when the vocabulary has that token (as in transformers' slow
+    class), and is dropped otherwise (as in ``tokenizers``), with a warning.
     """
 
     model_input_names = ("input_ids", "attention_mask")
+    is_fast = False
 
     def __init__(
         self,
@@ -95,6 +102,7 @@ class GPT2TokenizerBase(VocabMixin):
             mask_token=mask_token,
         )
         self._init_special(specials, additional_special_tokens, model_added, added_tokens_decoder)
+        self._unk_changed()
 
     # ----- backend hooks -------------------------------------------------------------------
 
@@ -274,32 +282,6 @@ class GPT2TokenizerBase(VocabMixin):
                 length,
                 self.model_max_length,
             )
-
-    def encode(
-        self,
-        text: str,
-        *,
-        add_special_tokens: bool = True,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-    ) -> list[int]:
-        """Ids of one text (``__call__`` without the extras).
-
-        Example:
-            >>> tokenizer.encode("Hello world")  # doctest: +SKIP
-            [15496, 995]
-        """
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes one str, got {type(text).__name__}")
-        if truncation is None and max_length is None:
-            ids = self._encode_texts([text])
-            return self._finish(ids, None, add_special_tokens, None)[0][0]
-        return self(
-            text,
-            add_special_tokens=add_special_tokens,
-            truncation=truncation,
-            max_length=max_length,
-        )["input_ids"]
 
     # ----- files ---------------------------------------------------------------------------
 

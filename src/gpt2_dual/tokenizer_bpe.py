@@ -64,10 +64,16 @@ class GPT2Tokenizer(GPT2TokenizerBase):
         self._encoder = vocab
         self._merge_list = merges
         self._ranks, self._merged = _merge_table(vocab, merges)
-        missing = [c for c in BYTE_ENCODER.values() if c not in vocab]
-        if missing:
-            raise ValueError(f"the vocabulary lacks byte tokens {missing[:5]} (needs all 256)")
-        self._byte_ids = [vocab[BYTE_ENCODER[b]] for b in range(256)]
+        # A byte the vocabulary lacks gets the id -1 - byte, which no merge takes; it becomes
+        # unk_token (or nothing) once BPE is done (``_set_unk``).
+        self._byte_ids = [vocab.get(BYTE_ENCODER[b], -1 - b) for b in range(256)]
+        self._complete = min(self._byte_ids) >= 0
+        # Pieces that are one of these tokens skip the merge loop: every token a merge makes is
+        # reachable from its own bytes with GPT-2's merges (tiktoken relies on the same fact).
+        # Tokens no merge makes (a toy vocabulary's "Ġlowest") go through BPE, as everywhere.
+        whole = {m[2] for m in self._merged.values()} | set(self._byte_ids)
+        self._whole = whole if self._complete else set()
+        self._unk_id: int | None = None
         self._pattern = regex.compile(PATTERN)
         self._splitter: Any = None
         self._added_ids: dict[str, int] = {}
@@ -90,8 +96,15 @@ class GPT2Tokenizer(GPT2TokenizerBase):
 
     def _tokenizer_json(self) -> str:
         added = list(self._added.values())
-        data = tokenizer_json_dict(self._encoder, self._merge_list, added, self.add_prefix_space)
+        unk = None if self._complete or self._unk_id is None else self.unk_token
+        data = tokenizer_json_dict(
+            self._encoder, self._merge_list, added, self.add_prefix_space, unk_token=unk
+        )
         return json.dumps(data, indent=2, ensure_ascii=False)
+
+    def _set_unk(self, token: str | None) -> None:
+        self._unk_id = None if token is None else self._encoder[token]
+        self._cache.clear()
 
     def _backend_added(self, new: list[AddedTokenSpec]) -> None:
         # One regex matching every added token, longest first (leftmost-longest match).
@@ -138,11 +151,15 @@ class GPT2Tokenizer(GPT2TokenizerBase):
 
     def _encode_piece(self, piece: str) -> list[int]:
         data = piece.encode("utf-8")
-        # A piece that is one vocabulary token needs no merging: with GPT-2's merges every
-        # token is reachable from its own bytes (tiktoken relies on the same fact).
         token_id = self._encoder.get(data.decode("latin-1").translate(_TO_BYTE_ALPHABET))
-        byte_ids = self._byte_ids
-        ids = [token_id] if token_id is not None else self._bpe([byte_ids[b] for b in data])
+        if token_id is not None and token_id in self._whole:
+            ids = [token_id]
+        else:
+            byte_ids = self._byte_ids
+            ids = self._bpe([byte_ids[b] for b in data])
+            if not self._complete:
+                unk = self._unk_id
+                ids = [i if i >= 0 else unk for i in ids if i >= 0 or unk is not None]
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[piece] = ids
@@ -178,7 +195,8 @@ class GPT2Tokenizer(GPT2TokenizerBase):
     def bpe(self, piece: str) -> list[str]:
         """BPE of one pre-tokenized piece of text, as tokens (for inspection)."""
         tokens = self._tables()[0]
-        return [tokens[i] for i in self._bpe([self._byte_ids[b] for b in piece.encode("utf-8")])]
+        ids = self._bpe([self._byte_ids[b] for b in piece.encode("utf-8")])
+        return [tokens[i] if i >= 0 else BYTE_ENCODER[-1 - i] for i in ids]
 
     def tokenize(self, text: str) -> list[str]:
         """Split ``text`` into tokens (strings in GPT-2's byte alphabet; no BOS)."""

@@ -7,7 +7,7 @@ strategies, the same defaults and the same results, in plain Python on lists of 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -43,9 +43,10 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(f"BatchEncoding has no key {name!r}") from None
 
-    def to(self, device: Any) -> BatchEncoding:
+    def to(self, device: Any, *, non_blocking: bool = False) -> BatchEncoding:
         """Move every torch tensor to ``device`` (``"cuda"``, ``0``, a ``torch.device``), in
         place; return self, so ``tokenizer(..., return_tensors="pt").to("cuda")`` works.
+        ``non_blocking`` is passed to ``Tensor.to``.
 
         Raises:
             TypeError: a value is not a torch tensor (call with ``return_tensors="pt"``).
@@ -56,7 +57,7 @@ class BatchEncoding(dict):
                     f"BatchEncoding.to moves torch tensors; {key!r} is a "
                     f"{type(value).__name__}: call the tokenizer with return_tensors='pt'"
                 )
-            self[key] = value.to(device)
+            self[key] = value.to(device, non_blocking=non_blocking)
         return self
 
     def convert_to_tensors(self, tensor_type: str | None) -> BatchEncoding:
@@ -98,7 +99,8 @@ def check_tensor_type(tensor_type: str | None) -> None:
 
 
 def to_tensor(key: str, value: list[Any], tensor_type: str) -> Any:
-    """One value as a tensor: int64 for numpy and torch, ``tf.constant``'s int32 for TF.
+    """One value as a tensor: ints become int64 for numpy and torch and ``tf.constant``'s
+    int32 for TF (empty values too); other values (float labels) keep their inferred dtype.
 
     Raises:
         ValueError: rows of different lengths (padding or truncation was needed).
@@ -111,21 +113,23 @@ def to_tensor(key: str, value: list[Any], tensor_type: str) -> Any:
             f"lengths (from {min(lengths)} to {max(lengths)}). Pass padding=True (or "
             "padding='max_length' with max_length) to get tensors of equal length."
         )
+    empty = all(isinstance(row, list) and not row for row in value)
     if tensor_type == "np":
         import numpy as np
 
-        return np.asarray(value, dtype=np.int64)
+        array = np.asarray(value)
+        return array.astype(np.int64) if empty or array.dtype.kind in "iu" else array
     if tensor_type == "pt":
         try:
             import torch
         except ImportError as e:
             raise ImportError("return_tensors='pt' needs PyTorch: pip install torch") from e
-        return torch.tensor(value, dtype=torch.int64)
+        return torch.tensor(value, dtype=torch.int64 if empty else None)
     try:
         import tensorflow as tf
     except ImportError as e:
         raise ImportError("return_tensors='tf' needs TensorFlow: pip install tensorflow") from e
-    return tf.constant(value)
+    return tf.constant(value, dtype=tf.int32 if empty else None)
 
 
 def padding_strategy(padding: bool | str) -> str:
@@ -266,3 +270,103 @@ def build_encoding(
     if not batched and tensor_type is None:
         data = {k: v[0] for k, v in data.items()}
     return BatchEncoding(data).convert_to_tensors(tensor_type)
+
+
+# ----- pad: the padding step on its own, for inputs encoded earlier (data collators) -------
+
+#: What ``pad`` fills each padded key with, besides ``input_ids`` (the pad token id);
+#: other keys (``labels``, ``length``, ...) are returned as given, like transformers.
+PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
+_TENSOR_MODULES = {"numpy": "np", "torch": "pt", "tensorflow": "tf"}
+
+
+def collect_features(encoded_inputs: Any) -> tuple[dict[str, Any], bool]:
+    """``pad``'s input as one dict of columns, and whether it was a list of examples.
+
+    A ``BatchEncoding`` or a dict (one example, or a batch of lists) is copied; a list of
+    dicts (what data collators pass) becomes a dict of lists.
+
+    Raises:
+        TypeError: neither a dict nor a list of dicts.
+        ValueError: no examples, an example that lacks a key of the first one, or no
+            ``input_ids``.
+    """
+    if isinstance(encoded_inputs, Mapping):
+        columns, examples = dict(encoded_inputs), False
+    elif isinstance(encoded_inputs, list | tuple) and all(
+        isinstance(e, Mapping) for e in encoded_inputs
+    ):
+        if not encoded_inputs:
+            raise ValueError("pad got an empty list: there are no examples to pad")
+        keys = list(encoded_inputs[0])
+        for i, example in enumerate(encoded_inputs):
+            if missing := [k for k in keys if k not in example]:
+                raise ValueError(f"example {i} lacks {missing}, which example 0 has")
+        columns, examples = {k: [e[k] for e in encoded_inputs] for k in keys}, True
+    else:
+        raise TypeError(
+            "pad takes a BatchEncoding, a dict of lists or a list of dicts (what data "
+            f"collators pass), got {type(encoded_inputs).__name__}"
+        )
+    if "input_ids" not in columns:
+        raise ValueError(
+            "You should supply an encoding or a list of encodings to this method that includes "
+            f"input_ids, but you provided {list(columns)}"
+        )
+    return columns, examples
+
+
+def tensor_type_of(ids: Any) -> str | None:
+    """The tensor type ``pad``'s ``input_ids`` come in: None (Python ints), "np", "pt", "tf".
+
+    Raises:
+        ValueError: ids of another type.
+    """
+    first = ids[0]
+    if isinstance(first, list | tuple):
+        first = next((row[0] for row in ids if len(row)), 0)
+    if isinstance(first, int):
+        return None
+    kind = _TENSOR_MODULES.get(type(first).__module__.split(".")[0])
+    if kind is None:
+        raise ValueError(
+            f"type of {first!r} unknown: {type(first)}. Should be one of a python, numpy, "
+            "pytorch or tensorflow object."
+        )
+    return kind
+
+
+def to_python(value: Any) -> Any:
+    """Nested lists of Python numbers from an array or tensor, or a list of them."""
+    if hasattr(value, "numpy") and not hasattr(value, "tolist"):
+        value = value.numpy()  # TF eager tensors
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [to_python(v) for v in value]
+    return value
+
+
+def pad_batch(
+    columns: dict[str, list[Any]],
+    *,
+    target: int | None,
+    pad_id: int | None,
+    side: str,
+    attention_mask: bool,
+) -> dict[str, list[Any]]:
+    """A padded copy of a batch of columns (each a list of rows of length ``T_i``).
+
+    ``input_ids`` rows are padded to ``target`` with ``pad_id``, the keys of ``PAD_VALUES``
+    with their values; ``attention_mask`` is made of ones first when missing, or dropped when
+    ``attention_mask`` is False. Rows longer than ``target`` stay as they are (``pad`` does not
+    truncate); ``target=None`` pads nothing.
+    """
+    out = {k: v for k, v in columns.items() if attention_mask or k != "attention_mask"}
+    if attention_mask and "attention_mask" not in out:
+        out["attention_mask"] = [[1] * len(row) for row in columns["input_ids"]]
+    if target is not None:
+        for key, value in {"input_ids": pad_id, **PAD_VALUES}.items():
+            if key in out:
+                out[key] = pad_rows(out[key], target, value, side)
+    return out

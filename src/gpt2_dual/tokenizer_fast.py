@@ -35,6 +35,8 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
         (2, 2)
     """
 
+    is_fast = True
+
     def _load_model(
         self,
         vocab_file: str | os.PathLike | None,
@@ -85,6 +87,16 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
         self._tok.pre_tokenizer = pre_tokenizers.ByteLevel(
             add_prefix_space=value, trim_offsets=True, use_regex=True
         )
+
+    def _set_unk(self, token: str | None) -> None:
+        model = self._tok.model
+        model.unk_token = token
+        # BPE caches words with the old unk token: empty the cache (older tokenizers lack
+        # _clear_cache; a JSON round trip gives a fresh one).
+        if hasattr(model, "_clear_cache"):
+            model._clear_cache()
+        else:  # pragma: no cover
+            self._tok = Tokenizer.from_str(self._tok.to_str())
 
     def _base_token_to_id(self, token: str) -> int | None:
         return self._tok.model.token_to_id(token)

@@ -244,8 +244,11 @@ def tokenizer_json_dict(
     merges: list[tuple[str, str]],
     added: list[AddedTokenSpec],
     add_prefix_space: bool,
+    *,
+    unk_token: str | None = None,
 ) -> dict[str, Any]:
-    """The ``tokenizer.json`` content for a GPT-2 byte-level BPE, as ``tokenizers`` writes it."""
+    """The ``tokenizer.json`` content for a GPT-2 byte-level BPE, as ``tokenizers`` writes it
+    (``unk_token``: the model's, for a vocabulary that lacks byte tokens)."""
 
     def byte_level(prefix: bool, trim: bool) -> dict[str, Any]:
         return {
@@ -271,7 +274,7 @@ def tokenizer_json_dict(
         "model": {
             "type": "BPE",
             "dropout": None,
-            "unk_token": None,
+            "unk_token": unk_token,
             "continuing_subword_prefix": "",
             "end_of_word_suffix": "",
             "fuse_unk": False,

@@ -13,16 +13,28 @@ from typing import Any
 
 from gpt2_dual.tokenizer_files import SPECIAL_ATTRS, AddedTokenSpec, added_from_dict
 
-TokenArg = str | Mapping[str, Any] | None
+#: A token argument: a string, transformers' dict form, or an ``AddedToken`` (``tokenizers``').
+TokenArg = str | Mapping[str, Any] | Any | None
+_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
 
 
 def _content(value: TokenArg) -> str | None:
-    """The token string of a special-token argument (a string or transformers' dict form)."""
+    """The token string of a token argument."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
-        return value["content"]
-    raise TypeError(f"a special token must be a str or a dict with 'content', got {value!r}")
+    content = value.get("content") if isinstance(value, Mapping) else getattr(value, "content", 0)
+    if isinstance(content, str):
+        return content
+    raise TypeError(f"a token must be a str, an AddedToken or a dict with 'content', got {value!r}")
+
+
+def _flags(value: TokenArg) -> dict[str, Any]:
+    """The flags (``lstrip``, ``special``, ...) a token argument sets; none for a string."""
+    if isinstance(value, Mapping):
+        return {k: value[k] for k in _FLAGS if k in value}
+    if value is None or isinstance(value, str):
+        return {}
+    return {k: getattr(value, k) for k in _FLAGS if hasattr(value, k)}
 
 
 def _special_property(attr: str) -> property:
@@ -30,7 +42,7 @@ def _special_property(attr: str) -> property:
         return self._special_tokens[attr]
 
     def set_(self: SpecialTokensMixin, value: TokenArg) -> None:
-        self._special_tokens[attr] = _content(value)
+        self._set_special(attr, _content(value))
 
     return property(get, set_, doc=f"The {attr.replace('_', ' ')} (a string), or None.")
 
@@ -41,7 +53,7 @@ def _special_id_property(attr: str) -> property:
         return None if token is None else self.convert_tokens_to_ids(token)
 
     def set_(self: SpecialTokensMixin, value: int | None) -> None:
-        self._special_tokens[attr] = None if value is None else self.convert_ids_to_tokens(value)
+        self._set_special(attr, None if value is None else self.convert_ids_to_tokens(value))
 
     return property(get, set_, doc=f"The id of the {attr.replace('_', ' ')}, or None.")
 
@@ -91,8 +103,7 @@ class SpecialTokensMixin:
         for value in [*(specials.get(a) for a in SPECIAL_ATTRS), *(additional or [])]:
             content = _content(value)
             if content and content not in self._added:
-                flags = value if isinstance(value, Mapping) else {}
-                self._register([self._new_spec(content, True, flags)])
+                self._register([self._new_spec(content, True, _flags(value))])
 
     def _new_spec(
         self, content: str, special: bool, flags: Mapping[str, Any] | None = None
@@ -132,6 +143,14 @@ class SpecialTokensMixin:
         if new:
             self._added_changed(new)
 
+    def _set_special(self, attr: str, content: str | None) -> None:
+        self._special_tokens[attr] = content
+        if attr == "unk_token":
+            self._unk_changed()
+
+    def _unk_changed(self) -> None:
+        """Called when ``unk_token`` changes."""
+
     def _added_changed(self, new: list[AddedTokenSpec]) -> None:
         raise NotImplementedError
 
@@ -144,11 +163,14 @@ class SpecialTokensMixin:
     def convert_ids_to_tokens(self, ids: Any, skip_special_tokens: bool = False) -> Any:
         raise NotImplementedError
 
-    def add_tokens(self, new_tokens: str | Iterable[str], special_tokens: bool = False) -> int:
+    def add_tokens(
+        self, new_tokens: TokenArg | Iterable[TokenArg], special_tokens: bool = False
+    ) -> int:
         """Add tokens that are matched in the text before BPE and keep their own id.
 
         Args:
-            new_tokens: a token or tokens (non-empty strings).
+            new_tokens: a token or tokens: non-empty strings, or ``AddedToken``s (from
+                ``tokenizers`` or transformers) whose ``lstrip``/``rstrip``/``special`` are kept.
             special_tokens: mark them special (skipped by ``decode(skip_special_tokens=True)``).
 
         Returns:
@@ -159,14 +181,16 @@ class SpecialTokensMixin:
             >>> tokenizer.add_tokens(["<user>", "<bot>"])  # doctest: +SKIP
             2
         """
-        tokens = [new_tokens] if isinstance(new_tokens, str) else list(new_tokens)
+        single = isinstance(new_tokens, str | Mapping) or hasattr(new_tokens, "content")
         count = 0
-        for token in tokens:
-            if not isinstance(token, str) or not token:
+        for token in [new_tokens] if single else list(new_tokens):
+            content, flags = _content(token), _flags(token)
+            if not content:
                 raise ValueError(f"added tokens must be non-empty strings, got {token!r}")
-            if token not in self._added:
-                spec = self._new_spec(token, special_tokens)
-                count += self._base_token_to_id(token) is None
+            if content not in self._added:
+                special = special_tokens or bool(flags.pop("special", False))
+                spec = self._new_spec(content, special, flags)
+                count += self._base_token_to_id(content) is None
                 self._register([spec])
         return count
 
@@ -190,26 +214,27 @@ class SpecialTokensMixin:
         Raises:
             ValueError: an unknown key.
         """
-        contents = []
+        tokens = []
         for key, value in special_tokens_dict.items():
             if key == "additional_special_tokens":
                 values = [_content(v) for v in value]
                 keep = [] if replace_additional_special_tokens else self._additional_special
                 self._additional_special = [*keep, *(v for v in values if v not in keep)]
-                contents.extend(values)
+                tokens.extend(value)
             elif key in SPECIAL_ATTRS:
-                self._special_tokens[key] = _content(value)
-                contents.append(_content(value))
+                self._set_special(key, _content(value))
+                tokens.append(value)
             else:
                 raise ValueError(
                     f"{key!r} is not a special token attribute; use one of "
                     f"{', '.join(SPECIAL_ATTRS)}, additional_special_tokens"
                 )
         count = 0
-        for content in dict.fromkeys(c for c in contents if c):
-            if content not in self._added:
+        for token in tokens:
+            content = _content(token)
+            if content and content not in self._added:
                 count += self._base_token_to_id(content) is None
-                self._register([self._new_spec(content, True)])
+                self._register([self._new_spec(content, True, {**_flags(token), "special": True})])
         return count
 
     @property

@@ -3,15 +3,19 @@
 Token strings are written in GPT-2's byte alphabet (``bytes_to_unicode``): every byte is one
 visible character, so ``"Ġworld"`` is the bytes of ``" world"``. Decoding joins the bytes of
 the ids and decodes them as UTF-8; added tokens beyond the vocabulary stand for their own text.
+A vocabulary may lack byte tokens (a toy one): those bytes encode as ``unk_token``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from gpt2_dual.tokenizer_files import AddedTokenSpec
 from gpt2_dual.tokenizer_special import SpecialTokensMixin
+
+logger = logging.getLogger(__name__)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -77,8 +81,8 @@ def _as_id_list(ids: Any) -> list[int]:
 class VocabMixin(SpecialTokensMixin):
     """Vocabulary, conversions and decoding on top of the backend's base vocabulary.
 
-    Subclasses provide ``vocab_size``, ``_base_vocab``, ``_base_token_to_id`` and
-    ``_backend_added``, and set ``errors``, ``clean_up_tokenization_spaces``,
+    Subclasses provide ``vocab_size``, ``_base_vocab``, ``_base_token_to_id``,
+    ``_backend_added`` and ``_set_unk``, and set ``errors``, ``clean_up_tokenization_spaces``,
     ``_tokens_by_id = _id_bytes = None`` before registering tokens.
     """
 
@@ -152,6 +156,29 @@ class VocabMixin(SpecialTokensMixin):
             ]
             self._tokens_by_id = tokens
         return self._tokens_by_id, self._id_bytes
+
+    def _set_unk(self, token: str | None) -> None:
+        """Map bytes the vocabulary lacks to ``token`` (a vocabulary token), or drop them."""
+        raise NotImplementedError
+
+    def _unk_changed(self) -> None:
+        """Tell the backend what stands for bytes the vocabulary lacks (at load, and whenever
+        ``unk_token`` changes): ``unk_token`` when it is in the vocabulary."""
+        missing = [c for c in BYTE_ENCODER.values() if self._base_token_to_id(c) is None]
+        if not missing:
+            return
+        unk = self.unk_token
+        if unk is not None and self._base_token_to_id(unk) is None:
+            unk = None
+        if unk is None:
+            logger.warning(
+                "The vocabulary lacks %d of the 256 byte tokens (%s) and unk_token %r is not in "
+                "it: encodings drop the bytes it lacks",
+                len(missing),
+                "".join(missing[:10]),
+                self.unk_token,
+            )
+        self._set_unk(unk)
 
     def _added_changed(self, new: list[AddedTokenSpec]) -> None:
         self._tokens_by_id = self._id_bytes = None

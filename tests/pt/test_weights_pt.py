@@ -454,8 +454,10 @@ def test_bfloat16_save_keeps_dtype_and_auto_restores_it(tmp_path):
     again = gpt.GPT2LMHeadModel.from_pretrained(tmp_path / "out", dtype="auto")
     for a, b in zip(ours.parameters(), again.parameters(), strict=True):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b)
-    default = gpt.GPT2LMHeadModel.from_pretrained(tmp_path / "out")  # like transformers: fp32
-    assert {p.dtype for p in default.parameters()} == {torch.float32}
+    default = gpt.GPT2LMHeadModel.from_pretrained(tmp_path / "out")  # "auto", as transformers 5
+    assert {p.dtype for p in default.parameters()} == {torch.bfloat16}
+    old_default = gpt.GPT2LMHeadModel.from_pretrained(tmp_path / "out", dtype=None)  # transformers 4
+    assert {p.dtype for p in old_default.parameters()} == {torch.float32}
 
 
 # --------------------------------------------------------------------------- the Hub

@@ -102,9 +102,9 @@ def transformers_aliases(
     """``from_pretrained``'s transformers spellings -> ``(dtype, device)``.
 
     ``torch_dtype`` is transformers' old name of ``dtype`` (deprecated there too: a
-    FutureWarning). ``device_map`` places the whole model on one device, without accelerate:
-    ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, an index,
-    or ``{"": device}``.
+    FutureWarning); it replaces ``dtype``'s default, ``"auto"``. ``device_map`` places the
+    whole model on one device, without accelerate: ``"auto"`` (CUDA when available, else CPU),
+    ``"cpu"``, ``"cuda"``, ``"cuda:1"``, an index, or ``{"": device}``.
 
     Raises:
         ValueError: both spellings given with different values, or a ``device_map`` that
@@ -115,7 +115,7 @@ def transformers_aliases(
             "from_pretrained(torch_dtype=...) is deprecated, as in transformers; use dtype=",
             FutureWarning, stacklevel=4,
         )  # fmt: skip
-        if dtype is not None and dtype != torch_dtype:
+        if dtype not in (None, "auto") and dtype != torch_dtype:
             raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree")
         dtype = torch_dtype
     if device_map is None:

@@ -180,6 +180,10 @@ def _unfold(y: Tensor, x: Tensor) -> Tensor:
 class Conv1D(nn.Module):
     """transformers' GPT-2 ``Conv1D``: ``y = x @ weight + bias``, weight ``(in, out)``.
 
+    ``gpt2_dual.pt.peft_support.register()`` makes it a subclass of transformers' own
+    ``Conv1D`` (for peft), hence ``nn.Module.__init__`` below rather than ``super()``, whose
+    ``__init__`` would then be transformers' ``(nf, nx)``.
+
     Args:
         in_features: ``K``.
         out_features: ``N``.
@@ -188,8 +192,10 @@ class Conv1D(nn.Module):
         ``(..., K) -> (..., N)``.
     """
 
+    __repr__ = nn.Module.__repr__  # not transformers' Conv1D one once registered
+
     def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(in_features, out_features))
         self.bias = nn.Parameter(torch.empty(out_features))
@@ -201,6 +207,16 @@ class Conv1D(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+    @property
+    def nf(self) -> int:
+        """transformers' name of ``out_features``."""
+        return self.out_features
+
+    @property
+    def nx(self) -> int:
+        """transformers' name of ``in_features``."""
+        return self.in_features
 
 
 class Linear(nn.Linear):

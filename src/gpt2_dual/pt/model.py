@@ -21,16 +21,29 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.hub_push import PushToHubMixin, api_of
 from gpt2_dual.outputs import BaseModelOutput
+from gpt2_dual.pt import weights as _weights
 from gpt2_dual.pt.attention import Attention, AttentionMask, causal_mask, check_backend
 from gpt2_dual.pt.cache import DynamicCache, StaticCache, as_cache
 from gpt2_dual.pt.inputs import check_inputs, fold, positions, unfold
 from gpt2_dual.pt.layers import MLP, Block
 from gpt2_dual.pt.linear import Conv1D
+from gpt2_dual.pt.training import TrainingMixin
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GPT2Model", "GPT2PreTrainedModel"]
+
+
+_INIT_DOC = """Build a ``{name}`` from ``config`` with freshly initialized weights (transformers'
+initialization); ``{name}.from_pretrained(...)`` loads a checkpoint instead.
+
+Args:
+    config: the model's config (a ``gpt2_dual.GPT2Config``); sizes are locked once the model
+        is built.
+    attn_implementation: ``"sdpa"`` (default), ``"eager"`` or ``"flash_attention_2"``.
+"""
 
 
 @functools.cache
@@ -38,7 +51,7 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
-class GPT2PreTrainedModel(nn.Module):
+class GPT2PreTrainedModel(TrainingMixin, nn.Module, PushToHubMixin):
     """What every gpt2_dual.pt model shares: config, initialization, tying, loading, backends.
 
     Args:
@@ -54,6 +67,12 @@ class GPT2PreTrainedModel(nn.Module):
     head: ClassVar[str]
 
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
+        """Build the model from ``config`` with freshly initialized weights.
+
+        Args:
+            config: the model's config; sizes are locked once the model is built.
+            attn_implementation: ``"sdpa"`` (default), ``"eager"`` or ``"flash_attention_2"``.
+        """
         super().__init__()
         if not isinstance(config, GPT2Config):
             raise TypeError(f"config must be a gpt2_dual GPT2Config, got {type(config).__name__}")
@@ -69,23 +88,28 @@ class GPT2PreTrainedModel(nn.Module):
                     module.apply(self._init_module)
         self.tie_weights()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # help(GPT2LMHeadModel.__init__) shows this class's own words, not nn.Module's.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not init.__doc__:
+            init.__doc__ = _INIT_DOC.format(name=cls.__name__)
+
     # ----------------------------------------------------------------- weights
+    # Thin wrappers: help() shows the implementation's full docstring and signature (api_of).
     @classmethod
+    @api_of(_weights.from_pretrained)
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any):
-        """Load a transformers-format checkpoint; see ``gpt2_dual.pt.weights.from_pretrained``.
+        return _weights.from_pretrained(cls, path_or_repo_id, **kwargs)
 
-        Example:
-            >>> model = GPT2LMHeadModel.from_pretrained("gpt2")  # doctest: +SKIP
-        """
-        from gpt2_dual.pt.weights import from_pretrained
-
-        return from_pretrained(cls, path_or_repo_id, **kwargs)
-
+    @api_of(_weights.save_pretrained)
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
-        """Save as transformers does; see ``gpt2_dual.pt.weights.save_pretrained``."""
-        from gpt2_dual.pt.weights import save_pretrained
+        return _weights.save_pretrained(self, save_directory, **kwargs)
 
-        return save_pretrained(self, save_directory, **kwargs)
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether the class has ``generate`` (the LM heads), as transformers' ``can_generate``."""
+        return callable(getattr(cls, "generate", None))
 
     def _init_module(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -177,29 +201,6 @@ class GPT2PreTrainedModel(nn.Module):
                 module.backend = name
             if isinstance(module, GPT2PreTrainedModel):
                 module.attn_implementation = name
-
-    def gradient_checkpointing_enable(
-        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None
-    ) -> None:
-        """Recompute each block in the backward pass while training (saves activations).
-
-        Args:
-            gradient_checkpointing_kwargs: extra keywords of ``torch.utils.checkpoint``
-                (default ``use_reentrant=False``).
-        """
-        backbone = self._backbone()
-        backbone.gradient_checkpointing = True
-        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        backbone.checkpoint_kwargs = kwargs
-
-    def gradient_checkpointing_disable(self) -> None:
-        """Back to storing activations."""
-        self._backbone().gradient_checkpointing = False
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        """Whether blocks are recomputed in the backward pass."""
-        return self._backbone().gradient_checkpointing
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -347,18 +348,23 @@ class GPT2Model(GPT2PreTrainedModel):
     def _blocks(self, x, mask, cache, encoder, enc_mask, output_attentions, output_hidden_states):
         hidden, attentions, cross = [], [], []
         recompute = self.gradient_checkpointing and self.training and cache is None
+        reentrant = recompute and self.checkpoint_kwargs.get("use_reentrant", True)
+        if reentrant and torch.is_grad_enabled() and not x.requires_grad:
+            x = x.detach().requires_grad_()  # else reentrant checkpoints give no block a gradient
         for block in self.h:
             if output_hidden_states:
                 hidden.append(x)
-            kwargs = dict(
-                encoder_hidden_states=encoder,
-                encoder_mask=enc_mask,
-                output_attentions=output_attentions,
-            )
             if recompute:
-                x, a, c = checkpoint(block, x, mask, **kwargs, **self.checkpoint_kwargs)
+                x, a, c = checkpoint(
+                    functools.partial(_block_call, block, output_attentions),
+                    x, mask, encoder, enc_mask,
+                    **self.checkpoint_kwargs,
+                )  # fmt: skip
             else:
-                x, a, c = block(x, mask, cache=cache, **kwargs)
+                x, a, c = block(
+                    x, mask, cache=cache, encoder_hidden_states=encoder, encoder_mask=enc_mask,
+                    output_attentions=output_attentions,
+                )  # fmt: skip
             if output_attentions:
                 attentions.append(a)
                 if c is not None:
@@ -367,3 +373,12 @@ class GPT2Model(GPT2PreTrainedModel):
         if output_hidden_states:
             hidden.append(x)
         return x, hidden, attentions, cross
+
+
+def _block_call(block: Block, output_attentions: bool, x, mask, encoder, enc_mask):
+    """``block`` with its tensors as positional arguments: a reentrant checkpoint passes only
+    those to the recomputation (and gives gradients only to them), and refuses keywords."""
+    return block(
+        x, mask, encoder_hidden_states=encoder, encoder_mask=enc_mask,
+        output_attentions=output_attentions,
+    )  # fmt: skip

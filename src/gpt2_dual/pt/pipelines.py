@@ -70,10 +70,13 @@ def load(
     device: Any = None,
     **kwargs: Any,
 ) -> torch.nn.Module:
-    """``class_name.from_pretrained(path)`` in eval mode, with ``dtype`` on ``device``."""
+    """``class_name.from_pretrained(path)`` in eval mode, with ``dtype`` on ``device``
+    (``dtype`` None: ``from_pretrained``'s default, ``"auto"``, as transformers 5's pipelines)."""
     cls = getattr(gpt, class_name)
     device = torch_device(device)
-    return cls.from_pretrained(path, dtype=torch_dtype(dtype), device=device, **kwargs).eval()
+    if dtype is not None:
+        kwargs["dtype"] = torch_dtype(dtype)
+    return cls.from_pretrained(path, device=device, **kwargs).eval()
 
 
 def place(model: torch.nn.Module, *, dtype: Any = None, device: Any = None) -> torch.nn.Module:

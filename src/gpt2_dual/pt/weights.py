@@ -182,7 +182,7 @@ def from_pretrained(
     path_or_repo_id: str | os.PathLike,
     *,
     config: GPT2Config | None = None,
-    dtype: torch.dtype | str | None = None,
+    dtype: torch.dtype | str | None = "auto",
     device: torch.device | str | None = None,
     attn_implementation: str = "sdpa",
     revision: str | None = None,
@@ -211,8 +211,11 @@ def from_pretrained(
         cls: the gpt2_dual.pt model class.
         path_or_repo_id: local folder or Hub repo id.
         config: use this config instead of the checkpoint's ``config.json``.
-        dtype: parameter dtype (``torch.float16``, ``"bfloat16"``, ...); ``"auto"`` takes the
-            config's ``dtype`` (else the checkpoint's); None: torch's default (float32).
+        dtype: parameter dtype (``torch.float16``, ``"bfloat16"``, ...). ``"auto"``, the
+            default as in transformers 5 (transformers 4 defaulted to float32): the dtype
+            ``config.json`` records (``dtype``, or the older ``torch_dtype``), else that of the
+            checkpoint's ``wte.weight``, so a bfloat16 checkpoint loads as bfloat16. None:
+            torch's default dtype (float32), transformers 4's default.
         device: where the parameters are created (default CPU).
         attn_implementation: ``"sdpa"``, ``"eager"``, ... as the model class accepts.
         revision, cache_dir, local_files_only, token, subfolder: Hub options

@@ -20,6 +20,10 @@ mask is always applied (the same numbers).
 ``input_ids`` may carry extra leading axes, ``(B, N, T)`` for multiple choice: they are folded
 into the batch (masks, token types and positions alike) and restored on every output, hidden
 states and attentions included.
+
+Positional lists: transformers' TF models also take their arguments as one list or tuple in
+their ``call`` order, ``model([input_ids, None, attention_mask])``; ``from_list`` turns
+such a list into keywords (``POSITIONAL_ORDER``, per head).
 """
 
 from __future__ import annotations
@@ -35,7 +39,17 @@ from keras import ops
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.tf.cache import DynamicCache, StaticCache
 
-__all__ = ["InputError", "as_tensor", "check_inputs", "fold", "is_int", "positions", "unfold"]
+__all__ = [
+    "POSITIONAL_ORDER",
+    "InputError",
+    "as_tensor",
+    "check_inputs",
+    "fold",
+    "from_list",
+    "is_int",
+    "positions",
+    "unfold",
+]
 
 
 class InputError(ValueError):
@@ -186,3 +200,76 @@ def positions(key_ok, attention_mask, query_pos) -> tf.Tensor:
         return query_pos[None, :]  # (1, T)
     counted = ops.cumsum(attention_mask, axis=-1) - 1  # (B, S'), real tokens counted from 0
     return ops.take(ops.maximum(counted, 0), query_pos, axis=1)  # (B, T)
+
+
+_SHARED = ("input_ids", "past_key_values", "attention_mask", "token_type_ids", "position_ids",
+           "head_mask", "inputs_embeds")  # fmt: skip
+_FLAGS = ("use_cache", "output_attentions", "output_hidden_states", "return_dict")
+_ENCODER = ("encoder_hidden_states", "encoder_attention_mask")
+
+#: Argument order of a positional list, per head: transformers' TF ``call`` order (its
+#: ``TFGPT2Model``, ``TFGPT2LMHeadModel``, ``TFGPT2DoubleHeadsModel``,
+#: ``TFGPT2ForSequenceClassification``); transformers has no TF question-answering or
+#: token-classification GPT-2, so those two follow its PyTorch ``forward`` order.
+POSITIONAL_ORDER: dict[str, tuple[str, ...]] = {
+    "base": (*_SHARED, *_ENCODER, *_FLAGS, "training"),
+    "lm": (*_SHARED, *_ENCODER, *_FLAGS, "labels", "training"),
+    "double_heads": (*_SHARED, "mc_token_ids", *_FLAGS, "training"),
+    "sequence_classification": (*_SHARED, *_FLAGS, "labels", "training"),
+    "token_classification": (*_SHARED, "labels", *_FLAGS),
+    "question_answering": (
+        "input_ids", "attention_mask", "token_type_ids", "position_ids", "head_mask",
+        "inputs_embeds", "start_positions", "end_positions", "output_attentions",
+        "output_hidden_states", "return_dict",
+    ),
+}  # fmt: skip
+
+#: transformers arguments gpt2_dual dropped on purpose (README, "Differences").
+_DROPPED = ("head_mask", "return_dict")
+
+
+def _is_positional(inputs: Any) -> bool:
+    """Whether a list or tuple is transformers' positional form rather than token ids: it holds
+    a None, a bool, a cache, or a tensor or array of rank 2 or more. Token ids as nested Python
+    lists (``[[15496, 995]]``) or as a list of 1-D rows are not."""
+    if not isinstance(inputs, list | tuple):
+        return False
+    for item in inputs:
+        if item is None or isinstance(item, bool | DynamicCache | StaticCache):
+            return True
+        shape = getattr(item, "shape", None)
+        if shape is not None and len(shape) >= 2:
+            return True
+    return False
+
+
+def from_list(head: str, inputs: Any) -> Any:
+    """transformers' positional form (``[input_ids, None, attention_mask]``) as a dict of
+    keywords, None entries left out; any other ``inputs`` unchanged.
+
+    Args:
+        head: the model's head name (a key of ``POSITIONAL_ORDER``).
+        inputs: the model's first argument.
+
+    Raises:
+        TypeError: more values than the head's order has, or a value for an argument
+            gpt2_dual dropped (``head_mask``, ``return_dict``).
+    """
+    if not _is_positional(inputs):
+        return inputs
+    order = POSITIONAL_ORDER[head]
+    if len(inputs) > len(order):
+        raise TypeError(
+            f"got {len(inputs)} positional inputs; transformers' order for this model has "
+            f"{len(order)}: {list(order)}"
+        )
+    named = zip(order[: len(inputs)], inputs, strict=True)
+    kwargs = {name: value for name, value in named if value is not None}
+    dropped = sorted(set(kwargs) & set(_DROPPED))
+    if dropped:
+        raise TypeError(
+            f"{dropped} given in the positional list: gpt2_dual does not take "
+            f"{' or '.join(dropped)} (outputs are always typed, heads are never masked); "
+            "leave those entries None"
+        )
+    return kwargs

@@ -28,15 +28,30 @@ import tensorflow as tf
 from keras import ops
 
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.hub_push import PushToHubMixin, api_of
+from gpt2_dual.tf import weights as _weights
 from gpt2_dual.tf.attention import AttentionMask, causal_mask
 from gpt2_dual.tf.cache import DynamicCache, StaticCache, as_cache
-from gpt2_dual.tf.inputs import as_tensor, check_inputs, fold, is_int, positions, unfold
+from gpt2_dual.tf.embeddings import EmbeddingsMixin
+from gpt2_dual.tf.inputs import as_tensor, check_inputs, fold, from_list, is_int, positions, unfold
 from gpt2_dual.tf.layers import Block, layer_norm
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
+from gpt2_dual.tf.training import KerasTrainingMixin
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GPT2Model", "GPT2PreTrainedModel"]
+
+
+_INIT_DOC = """Build a ``{name}`` from ``config``; its weights exist at once, initialized as
+transformers does; ``{name}.from_pretrained(...)`` loads a checkpoint instead.
+
+Args:
+    config: the model's config (a ``gpt2_dual.GPT2Config``); sizes are locked once the model
+        is built.
+    name: Keras model name.
+    **kwargs: Keras model keywords (``dtype``: a dtype policy, e.g. ``"mixed_bfloat16"``).
+"""
 
 
 @cache
@@ -44,7 +59,7 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
-class GPT2PreTrainedModel(keras.Model):
+class GPT2PreTrainedModel(KerasTrainingMixin, EmbeddingsMixin, keras.Model, PushToHubMixin):
     """What every gpt2_dual.tf model shares: config, building, loading, Keras conventions.
 
     Weights exist as soon as the model is constructed (``model.transformer.h[0].attn.c_attn
@@ -52,9 +67,14 @@ class GPT2PreTrainedModel(keras.Model):
     embeddings, ``c_proj`` kernels with std ``initializer_range / sqrt(2 * n_layer)``, zero
     biases, LayerNorms 1 and 0.
 
-    ``fit`` uses the model's own loss: put the labels into the input dict
-    (``{"input_ids": ..., "labels": ...}``); for ``GPT2DoubleHeadsModel`` the loss is
-    ``loss + mc_loss``. Compiling with ``loss=...`` uses that loss on the outputs instead.
+    ``fit`` uses the model's own loss with the labels in the input dict
+    (``{"input_ids": ..., "labels": ...}``; double heads: ``loss + mc_loss``), or, compiled
+    with ``loss=...``, that Keras loss on the main output (the logits) against ``y``;
+    ``predict`` returns the main output fields (rules per head: ``training.py``).
+
+    ``keras.models.load_model`` finds these classes by their registered names, which exist
+    once ``gpt2_dual.tf`` is imported (Keras imports no other package from a file): in a new
+    process ``import gpt2_dual.tf`` first, or Keras cannot locate ``GPT2LMHeadModel``.
 
     Args:
         config: the model's config; sizes are locked once the model is built.
@@ -66,6 +86,13 @@ class GPT2PreTrainedModel(keras.Model):
     head: ClassVar[str]
 
     def __init__(self, config: GPT2Config, *, name: str | None = None, **kwargs: Any) -> None:
+        """Build the model from ``config``; its weights exist at once, initialized.
+
+        Args:
+            config: the model's config; sizes are locked once the model is built.
+            name: Keras model name.
+            **kwargs: Keras model keywords (``dtype``: a dtype policy).
+        """
         if not isinstance(config, GPT2Config):
             raise TypeError(f"config must be a gpt2_dual GPT2Config, got {type(config).__name__}")
         super().__init__(name=name, **kwargs)
@@ -77,6 +104,13 @@ class GPT2PreTrainedModel(keras.Model):
         self.config.lock_shapes(type(self).__name__)
         self.build()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # help(GPT2LMHeadModel.__init__) shows this class's own words, not keras.Model's.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not init.__doc__:
+            init.__doc__ = _INIT_DOC.format(name=cls.__name__)
+
     def _initializers(self) -> dict[str, float]:
         std = self.config.initializer_range
         return dict(
@@ -87,7 +121,10 @@ class GPT2PreTrainedModel(keras.Model):
 
     def __call__(self, inputs: Any = None, **kwargs: Any) -> ModelOutputDict:
         """Call with keywords, or with one dict of them (``model({"input_ids": ids})``), or with
-        the token ids first (``model(ids, attention_mask=mask)``)."""
+        the token ids first (``model(ids, attention_mask=mask)``), or with transformers' TF list
+        in its argument order (``model([ids, None, mask])``: input_ids, past_key_values,
+        attention_mask, ...; ``inputs.POSITIONAL_ORDER``), None entries skipped."""
+        inputs = from_list(self.head, inputs)
         if isinstance(inputs, Mapping):
             clash = sorted(set(inputs) & set(kwargs))
             if clash:
@@ -102,22 +139,15 @@ class GPT2PreTrainedModel(keras.Model):
         return super().__call__(**kwargs)
 
     # ----------------------------------------------------------------- weights
+    # Thin wrappers: help() shows the implementation's full docstring and signature (api_of).
     @classmethod
+    @api_of(_weights.from_pretrained)
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any):
-        """Load a transformers-format checkpoint; see ``gpt2_dual.tf.weights.from_pretrained``.
+        return _weights.from_pretrained(cls, path_or_repo_id, **kwargs)
 
-        Example:
-            >>> model = GPT2LMHeadModel.from_pretrained("gpt2")  # doctest: +SKIP
-        """
-        from gpt2_dual.tf.weights import from_pretrained
-
-        return from_pretrained(cls, path_or_repo_id, **kwargs)
-
+    @api_of(_weights.save_pretrained)
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
-        """Save as transformers does; see ``gpt2_dual.tf.weights.save_pretrained``."""
-        from gpt2_dual.tf.weights import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
+        return _weights.save_pretrained(self, save_directory, **kwargs)
 
     def get_input_embeddings(self) -> keras.layers.Embedding:
         """The token embedding ``wte``."""
@@ -152,39 +182,6 @@ class GPT2PreTrainedModel(keras.Model):
         model = cls(gpt2_config, **config)
         model.trainable = trainable
         return model
-
-    def compute_loss(
-        self,
-        x: Any = None,
-        y: Any = None,
-        y_pred: Any = None,
-        sample_weight: Any = None,
-        training: bool = True,
-    ) -> tf.Tensor:
-        """``fit``/``evaluate`` loss: the model's own (labels in the input dict), unless the
-        model was compiled with a ``loss``.
-
-        Raises:
-            ValueError: no labels in the inputs, targets given as ``y``, or sample weights.
-        """
-        if self.loss is not None:
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        name = type(self).__name__
-        if y is not None or sample_weight is not None:
-            raise ValueError(
-                f"{name} computes its own loss from the labels in its input dict; pass "
-                "{'input_ids': ..., 'labels': ...} as x without y or sample weights, or "
-                "compile(loss=...)"
-            )
-        terms = [y_pred[k] for k in ("loss", "mc_loss") if k in y_pred]
-        if not terms:
-            raise ValueError(f"{name} got no labels: put them into the input dict ('labels')")
-        loss = terms[0] if len(terms) == 1 else terms[0] + terms[1]
-        for extra in self.losses:  # regularizers, add_loss
-            loss = loss + ops.cast(extra, loss.dtype)
-        # Keras sums gradients over replicas: each replica contributes its share of the mean.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return loss / replicas if replicas > 1 else loss
 
     def export(
         self,

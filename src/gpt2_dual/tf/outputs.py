@@ -5,7 +5,9 @@ structures it knows (``fit``, ``predict``, ``tf.function``, SavedModel signature
 and those are dicts, lists and tuples. So a Keras model returns a ``ModelOutputDict``: a
 ``dict`` subclass holding the fields that are set, with the same names as the head's dataclass,
 where ``out["logits"]`` and ``out.logits`` are the same tensor and ``out.loss`` is None when
-no labels were given. ``to_output()`` converts it to the dataclass. ``tf.nest`` rebuilds dict
+no labels were given. As on the PyTorch side, ``out.to_tuple()`` gives the set fields in the
+head's field order and ``out[0]`` indexes that tuple. ``to_output()`` converts it to the
+dataclass. ``tf.nest`` rebuilds dict
 subclasses as they were; ``keras.tree`` (``predict``) sees inside them through the
 registration in ``cache.keras_tree_node``.
 
@@ -30,7 +32,9 @@ class ModelOutputDict(dict):
 
     ``out["logits"]`` and ``out.logits`` read the same tensor; a field of the head's output type
     that is not set (``loss`` without labels) reads ``None`` as an attribute, as on the PyTorch
-    side. ``tf.nest``, ``tf.function``, Keras ``fit``/``predict`` and SavedModel see a dict.
+    side; an integer or a slice indexes ``to_tuple()`` (``out[0]``: ``loss`` with labels, else
+    ``logits``). ``tf.nest``, ``tf.function``, Keras ``fit``/``predict`` and SavedModel see a
+    dict.
     """
 
     #: The head's dataclass in ``gpt2_dual.outputs`` (set on the per-head subclasses).
@@ -42,6 +46,15 @@ class ModelOutputDict(dict):
         if name in self.output_type.__dataclass_fields__:
             return None
         raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int | slice):
+            return self.to_tuple()[key]
+        return super().__getitem__(key)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The set fields in the head's field order (the PyTorch side's ``to_tuple()``)."""
+        return tuple(self[name] for name in self.output_type.__dataclass_fields__ if name in self)
 
     def to_output(self) -> ModelOutput:
         """The same fields in the head's frozen dataclass (``gpt2_dual.outputs``)."""
