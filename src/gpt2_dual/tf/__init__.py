@@ -38,10 +38,12 @@ from gpt2_dual.tf.heads import (  # noqa: E402
 )
 from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel  # noqa: E402
 from gpt2_dual.tf.outputs import ModelOutputDict  # noqa: E402
+from gpt2_dual.tf.preprocessing import GPT2CausalLMPreprocessor, GPT2Preprocessor  # noqa: E402
 
 __all__ = [
     "MODEL_CLASSES",
     "DynamicCache",
+    "GPT2CausalLMPreprocessor",
     "GPT2DoubleHeadsModel",
     "GPT2ForQuestionAnswering",
     "GPT2ForSequenceClassification",
@@ -49,6 +51,7 @@ __all__ = [
     "GPT2LMHeadModel",
     "GPT2Model",
     "GPT2PreTrainedModel",
+    "GPT2Preprocessor",
     "ModelOutputDict",
     "StaticCache",
     "build",
