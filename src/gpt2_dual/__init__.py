@@ -11,6 +11,13 @@ Example:
 """
 
 from gpt2_dual.config import PRESETS, GPT2Config
+from gpt2_dual.errors import (
+    GPT2DualError,
+    InputTypeError,
+    InvalidInputError,
+    MalformedFileError,
+    OutOfRangeError,
+)
 from gpt2_dual.generation_config import GenerationConfig
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.streamers import TextIteratorStreamer, TextStreamer
@@ -35,11 +42,16 @@ __all__ = [
     "PRESETS",
     "BatchEncoding",
     "GPT2Config",
+    "GPT2DualError",
     "GenerateOutput",
     "GenerationConfig",
     "GPT2Tokenizer",
     "GPT2TokenizerBase",
     "GPT2TokenizerFast",
+    "InputTypeError",
+    "InvalidInputError",
+    "MalformedFileError",
+    "OutOfRangeError",
     "TextIteratorStreamer",
     "TextStreamer",
     "__version__",

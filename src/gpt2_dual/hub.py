@@ -30,6 +30,7 @@ from gpt2_dual.bundled import (
     bundled_file,
     bundled_vocab_dir,
 )
+from gpt2_dual.errors import GPT2DualError
 
 __all__ = [
     "BUNDLED_GPT2_REPOS",
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 _announced_bundle: set[tuple[str, str]] = set()  # (repo id, "vocabulary" or "config")
 
 
-class HubError(OSError):
+class HubError(GPT2DualError, OSError):
     """Base error: a file or repo could not be resolved; the message names it and what to do."""
 
 

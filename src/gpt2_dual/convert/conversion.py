@@ -27,6 +27,7 @@ from gpt2_dual.convert import formats, loading
 from gpt2_dual.convert.crosscheck import Report, crosscheck
 from gpt2_dual.convert.formats import DTYPES, FormatError, Source
 from gpt2_dual.convert.names import HEADS
+from gpt2_dual.errors import GPT2DualError
 from gpt2_dual.heads import HEAD_SPECS
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ HEAD_ALIASES = {"qa": "question_answering", "seq-cls": "sequence_classification"
                 "token-cls": "token_classification", "double-heads": "double_heads"}  # fmt: skip
 
 
-class ConversionError(ValueError):
+class ConversionError(GPT2DualError, ValueError):
     """A conversion's cross-check failed; ``report`` says where."""
 
     def __init__(self, message: str, report: Report) -> None:

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.errors import GPT2DualError
 
 #: Floating dtypes a writer may store, by the names the CLI uses.
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-class FormatError(ValueError):
+class FormatError(GPT2DualError, ValueError):
     """A path is not in a format gpt2_dual reads, or a format cannot be written."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from gpt2_dual.config import ALIASES, GPT2_DEFAULTS, INHERITED_DEFAULTS, GPT2Config
 from gpt2_dual.convert import hf
 from gpt2_dual.convert.names import Param, is_backbone, params, to_canonical_key
+from gpt2_dual.errors import GPT2DualError
 from gpt2_dual.heads import HEAD_SPECS
 
 #: Config keys accepted as ``from_pretrained`` overrides besides GPT-2's own fields.
@@ -42,7 +43,7 @@ EXTRA_OVERRIDES = frozenset(
 SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GPT2DualError, ValueError):
     """A state dict does not fit the model: tensors missing, unexpected or of the wrong shape."""
 
 

@@ -37,6 +37,7 @@ import tensorflow as tf
 from keras import ops
 
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.errors import GPT2DualError
 from gpt2_dual.tf.cache import DynamicCache, StaticCache
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class InputError(ValueError):
+class InputError(GPT2DualError, ValueError):
     """Invalid inputs to a model call; the message names the input, the value and the limit.
 
     Keras re-raises it unchanged: without the marker below it rewrites every exception raised
