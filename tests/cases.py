@@ -45,3 +45,18 @@ def assert_close(actual, expected, dtype: str = "float32", what: str = "") -> No
         f"{what}: max |diff| {diff[worst]:.3g} at {worst} (actual {actual[worst]:.6g}, "
         f"expected {expected[worst]:.6g}) exceeds atol {ATOL[dtype]} + rtol {RTOL[dtype]}"
     )
+
+
+#: Init statistics: how many standard errors a sample's std and mean may stray from the draw's.
+INIT_SIGMAS = 6  # seeded draws never move; unseeded ones fail about once in 1e8 runs
+
+
+def assert_normal_init(values, std: float, what: str = "") -> None:
+    """``values`` look like draws of N(0, std): the sample std within INIT_SIGMAS standard
+    errors (relative error 1/sqrt(2n)) and the mean within INIT_SIGMAS * std / sqrt(n)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    rel = values.std() / std - 1
+    assert abs(rel) < INIT_SIGMAS / np.sqrt(2 * n), f"{what}: std {values.std():.4g} != {std} (n={n})"
+    mean = values.mean()
+    assert abs(mean) < INIT_SIGMAS * std / np.sqrt(n), f"{what}: mean {mean:.4g} (std {std}, n={n})"

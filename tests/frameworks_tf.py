@@ -9,7 +9,9 @@ sides.
 TensorFlow has one attention implementation, so ``attn_implementation`` picks how the forward
 runs: ``"eager"`` op by op; ``"sdpa"`` (each framework's fused, fast path) through
 ``tf.function(jit_compile=True)``, XLA, when ``GPT2_DUAL_TF_XLA=1``, and is skipped otherwise
-(XLA compiles take seconds each; ``tests/tf/test_models_tf.py`` covers XLA on a chosen set).
+(XLA compiles take seconds each). Tests marked ``xla_every_run`` (``tests/conftest.py``), one
+reference case per feature family, see the variable set in every run;
+``tests/tf/test_models_tf.py`` covers XLA on a chosen set too.
 """
 
 from __future__ import annotations

@@ -543,15 +543,39 @@ def hf_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture(name="hub")
 def hub_fixture(hf_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    """A started ``HubServer`` with ``HF_ENDPOINT`` pointing at it (stopped at teardown)."""
-    from huggingface_hub import constants
+    """A started ``HubServer`` with ``HF_ENDPOINT`` pointing at it (stopped at teardown).
 
-    if constants.HF_HUB_OFFLINE:
-        pytest.skip(
-            "HF_HUB_OFFLINE was set when huggingface_hub was imported: its HTTP session then "
-            "refuses every request, even to the local test server"
-        )
-    with HubServer() as server:
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import (``constants.HF_HUB_OFFLINE``; its
+    HTTP sessions, made per thread, then refuse every request), and transformers copies it at
+    its own import: with ``HF_HUB_OFFLINE=1`` exported, both copies are set online for the
+    test and restored after, with the sessions dropped each time so none outlives its mode.
+    """
+    with _online_hub_client(), HubServer() as server:
         server.cache_dir = hf_env
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
+
+
+@contextmanager
+def _online_hub_client() -> Iterator[None]:
+    import sys
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import reset_sessions
+
+    flags = [(constants, "HF_HUB_OFFLINE")]
+    if "transformers.utils.hub" in sys.modules:
+        flags.append((sys.modules["transformers.utils.hub"], "_is_offline_mode"))
+    saved = [(owner, name, getattr(owner, name)) for owner, name in flags]
+    if not any(value for _, _, value in saved):
+        yield
+        return
+    for owner, name, _ in saved:
+        setattr(owner, name, False)
+    reset_sessions()
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+        reset_sessions()

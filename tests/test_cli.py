@@ -11,6 +11,19 @@ import pytest
 
 import gpt2_dual
 from gpt2_dual.cli import main
+from hub_server import closed_port
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch, tmp_path):
+    """The command line never reaches the real Hub or the user's cache here: an empty Hub
+    cache under tmp_path, offline, and HF_ENDPOINT at a closed local port in case (the
+    subprocesses inherit it). "gpt2" resolves to the tokenizer files gpt2_dual ships."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
 
 
 def test_console_script_is_registered():
@@ -63,3 +76,20 @@ def test_user_error_is_one_line_and_verbose_shows_the_traceback(tmp_path):
     loud = subprocess.run(command[:3] + ["-v"] + command[3:], capture_output=True, text=True)
     assert loud.returncode == 2 and "Traceback (most recent call last)" in loud.stderr
     assert loud.stderr.strip().splitlines()[-1] == lines[0]
+
+
+@pytest.mark.parametrize("via", ["stdin", "argument"])
+def test_tokenize_refuses_bytes_that_are_not_utf8_in_one_line(via):
+    data = b"caf\xe9"
+    if via == "stdin":
+        args, stdin = ["tokenize", "-"], data
+    else:
+        args, stdin = ["tokenize", data.decode("utf-8", "surrogateescape")], b""
+    result = subprocess.run([sys.executable, "-m", "gpt2_dual", *args], input=stdin,
+                            capture_output=True)  # fmt: skip
+    where = "standard input" if via == "stdin" else "the text argument"
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"gpt2-dual tokenize: error: {where} is not UTF-8 text: byte 0xe9 at offset 3; "
+        "convert it first (e.g. iconv -f latin1 -t utf-8)\n"
+    )

@@ -150,9 +150,50 @@ def test_multiple_choice_pooling_matches_numpy_oracle(fw, given):
     assert_close(fw.run(model, **inputs)["mc_logits"], expected, "float32", "mc_logits")
 
 
+#: summary_type x projection/activation variants of the multiple-choice head
+SUMMARIES = [
+    ("last", {}),
+    ("first", {}),
+    ("mean", {}),
+    ("cls_index", {}),
+    ("mean", dict(summary_use_proj=False, summary_activation="tanh")),  # (B, N, C) out
+    ("first", dict(summary_proj_to_labels=False, summary_activation="tanh")),  # C features
+]
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize(
+    ("kind", "changes"), SUMMARIES, ids=[f"{k}-{'-'.join(c) or 'proj1'}" for k, c in SUMMARIES]
+)
+def test_multiple_choice_summary_pools_over_tokens_numpy_oracle(fw, kind, changes):
+    """(B, N, T) inputs: every summary_type pools each choice over its tokens (README: a
+    documented difference from transformers, which pools over the choice axis there)."""
+    config = tiny_config(pad_token_id=PAD, summary_type=kind, **changes)
+    state = random_state(config, "double_heads")
+    model = fw.build("double_heads", config, state)
+    ids, mask = batch("double_heads", "none")
+    hidden = fw.run(_backbone(fw, config, state), input_ids=ids)["last_hidden_state"]
+    index = np.random.default_rng(4).integers(0, SEQ, size=ids.shape[:-1])  # (B, N)
+    pooled = {
+        "last": hidden[..., -1, :],
+        "first": hidden[..., 0, :],
+        "mean": hidden.mean(axis=-2),
+        "cls_index": np.take_along_axis(hidden, index[..., None, None], axis=-2)[..., 0, :],
+    }[kind]
+    if config.summary_use_proj:
+        w, b = state["multiple_choice_head.summary.weight"], state["multiple_choice_head.summary.bias"]
+        pooled = pooled @ w.T + b
+    expected = np.tanh(pooled) if config.summary_activation == "tanh" else pooled
+    if expected.shape[-1] == 1:
+        expected = expected[..., 0]
+    inputs = dict(input_ids=ids, mc_token_ids=index if kind == "cls_index" else None)
+    got = fw.run(model, **inputs)["mc_logits"]
+    assert_close(got, expected, "float32", f"mc_logits, summary_type={kind} {changes}")
+
+
 # --------------------------------------------------------------------------- padding and cache
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("backend", ["eager", pytest.param("sdpa", marks=pytest.mark.xla_every_run)])
 def test_left_padded_row_equals_the_row_unpadded(fw, backend):
     model = build(fw, "lm", attn_implementation=backend)
     ids, mask = batch("lm", "left")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
+from cases import ATOL, BATCH, HEADS, SEQ, assert_close, tiny_config
 from frameworks import FRAMEWORKS
 from gpt2_dual.convert.names import to_canonical_key
 from gpt2_dual.heads import HEAD_SPECS, multiple_choice_features
@@ -39,6 +39,8 @@ CASES = {
     "silu": (dict(activation_function="silu"), ("lm", "sequence_classification")),
     "unscaled": (dict(scale_attn_weights=False), None),
     "untied": (dict(tie_word_embeddings=False), ("lm", "double_heads")),
+    # torch's LayerNorm default eps equals GPT-2's 1e-5: another value shows it is passed on
+    "eps": (dict(layer_norm_epsilon=1e-3), ("lm", "double_heads")),
     "cross": (dict(add_cross_attention=True), ("base", "lm")),
     **{
         f"summary_{kind}": (
@@ -50,8 +52,25 @@ CASES = {
     "summary_cls_tanh": (dict(summary_activation="tanh"), ("double_heads",)),
     "summary_no_labels": (dict(summary_proj_to_labels=False), ("double_heads",)),
 }
+#: One (case, head) per feature family that TF also runs under XLA in every run (the rest of
+#: the TF XLA cases need GPT2_DUAL_TF_XLA=1): scale flags with upcast, unscaled attention,
+#: cross-attention, pooling over (B, N, T) choices, a summary over tokens.
+XLA_EVERY_RUN = {
+    ("scaled_upcast", "lm"),
+    ("unscaled", "sequence_classification"),
+    ("cross", "lm"),
+    ("summary_cls_tanh", "double_heads"),
+    ("summary_mean", "double_heads"),
+}
+#: The same for the cached continuation: cross-attention cache, scale flags over choices.
+XLA_EVERY_RUN_CACHED = {("cross", "lm"), ("scaled_upcast", "double_heads")}
 PARAMS = [
-    pytest.param(case, head, id=f"{case}-{head}")
+    pytest.param(
+        case,
+        head,
+        id=f"{case}-{head}",
+        marks=[pytest.mark.xla_every_run] if (case, head) in XLA_EVERY_RUN else [],
+    )
     for case, (_, heads) in CASES.items()
     for head in HEADS
     if heads is None or head in heads
@@ -196,9 +215,16 @@ def test_matches_transformers(fw, backend, case, head):
 @pytest.mark.parametrize("backend", ["eager", "sdpa"])
 @pytest.mark.parametrize(
     ("case", "head"),
-    [p for p in PARAMS if p.values[0] in ("default", "scaled_upcast", "cross")
-     and p.values[1] in CACHED_HEADS],
-)  # fmt: skip
+    [
+        pytest.param(
+            *p.values,
+            id=p.id,
+            marks=[pytest.mark.xla_every_run] if p.values in XLA_EVERY_RUN_CACHED else [],
+        )
+        for p in PARAMS
+        if p.values[0] in ("default", "scaled_upcast", "cross") and p.values[1] in CACHED_HEADS
+    ],
+)
 def test_cached_continuation_matches_transformers(fw, backend, case, head):
     changes, _ = CASES[case]
     config = tiny_config(pad_token_id=PAD, **changes)
@@ -222,6 +248,20 @@ def test_cached_continuation_matches_transformers(fw, backend, case, head):
     ours = fw.run(model, **rest, past_key_values=ours["past_key_values"], use_cache=True)
     ref = run_reference(reference, **rest, past_key_values=ref["past_key_values"], use_cache=True)
     assert_same_fields(ours, ref, what)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_layer_norm_epsilon_is_felt_in_the_output(fw):
+    """The ``eps`` case above could pass with the epsilon ignored if the hidden variance
+    dwarfed it: ours built with the default epsilon on the same weights must miss
+    transformers' output by far more than ATOL."""
+    config = tiny_config(pad_token_id=PAD, layer_norm_epsilon=1e-3)
+    reference, state = reference_model("lm", config)
+    inputs = make_inputs("lm", config)
+    ref = run_reference(reference, **inputs)["logits"].numpy()
+    assert_close(fw.run(fw.build("lm", config, state), **inputs)["logits"], ref, what="eps 1e-3")
+    default = fw.build("lm", tiny_config(pad_token_id=PAD), state)
+    assert np.abs(fw.run(default, **inputs)["logits"] - ref).max() > 100 * ATOL["float32"]
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

@@ -1,9 +1,27 @@
-"""Field validators of ``GPT2Config``: each returns the (normalised) value or raises ValueError."""
+"""Field validators of ``GPT2Config``: each returns the (normalised) value or raises ValueError
+(``InvalidInputError``; ``OutOfRangeError`` for sizes past the limits below).
+
+Size limits, so an absurd ``config.json`` (``n_positions: 2**40``) is refused with its value
+and limit before anything is allocated, instead of exhausting memory:
+
+- every size field (``vocab_size``, ``n_positions``, ``n_embd``, ``n_layer``, ``n_head``,
+  ``n_inner``) is at most ``MAX_SIZE`` = 2**31 - 1 (TensorFlow and many kernels index with
+  int32);
+- the parameters the sizes imply (``parameter_count``) are at most ``MAX_PARAMETERS`` = 10**11,
+  65 times GPT-2 XL (400 GB in float32).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from gpt2_dual.errors import InvalidInputError, OutOfRangeError
+
+#: Largest value of a size field (int32 indexing).
+MAX_SIZE = 2**31 - 1
+#: Largest number of parameters a config may imply (``parameter_count``).
+MAX_PARAMETERS = 10**11
 
 #: Activation names accepted for ``activation_function`` and ``summary_activation``: the
 #: parameter-free entries of transformers' ``ACT2FN`` (``prelu``/``xielu`` carry weights).
@@ -17,7 +35,7 @@ PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_class
 
 
 def _fail(name: str, value: Any, rule: str) -> ValueError:
-    return ValueError(f"GPT2Config.{name}={value!r} is invalid: {rule}")
+    return InvalidInputError(f"GPT2Config.{name}={value!r:.200} is invalid: {rule}")
 
 
 def _is_int(value: Any) -> bool:
@@ -27,7 +45,34 @@ def _is_int(value: Any) -> bool:
 def _positive_int(name: str, value: Any) -> Any:
     if not _is_int(value) or value <= 0:
         raise _fail(name, value, "must be a positive integer")
+    if value > MAX_SIZE:
+        raise OutOfRangeError(
+            f"GPT2Config.{name}={value} is invalid: must be at most {MAX_SIZE} (2**31 - 1)"
+        )
     return value
+
+
+def parameter_count(config: Any) -> int:
+    """Parameters of a ``GPT2LMHeadModel`` (tied head) with ``config``'s sizes."""
+    d, inner = config.n_embd, config.inner_dim
+    block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (2 * d * inner + inner + d)
+    if config.add_cross_attention:
+        block += 2 * d + (d * d + d) + (2 * d * d + 2 * d) + (d * d + d)
+    return (config.vocab_size + config.n_positions) * d + config.n_layer * block + 2 * d
+
+
+def check_sizes(config: Any) -> None:
+    """Raise OutOfRangeError when the sizes imply more than ``MAX_PARAMETERS`` parameters."""
+    count = parameter_count(config)
+    if count > MAX_PARAMETERS:
+        sizes = ", ".join(
+            f"{k}={getattr(config, k)}"
+            for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_inner")
+        )
+        raise OutOfRangeError(
+            f"GPT2Config({sizes}) implies {count:.3g} parameters; the limit is "
+            f"{MAX_PARAMETERS:.0e} (gpt2_dual._config_checks.MAX_PARAMETERS)"
+        )
 
 
 def _optional_positive_int(name: str, value: Any) -> Any:

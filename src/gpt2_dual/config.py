@@ -28,9 +28,10 @@ from gpt2_dual._config_checks import (
     _VALIDATORS,
     _check_id2label,
     _positive_int,
+    check_sizes,
     near_miss,
 )
-from gpt2_dual._io import atomic_write_text, read_json_object
+from gpt2_dual._io import atomic_write_text, build_from_file
 from gpt2_dual.hub_push import PushToHubMixin
 
 logger = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ class GPT2Config(PushToHubMixin):
                 f"GPT2Config.n_embd={self.n_embd} is invalid: must be divisible by "
                 f"n_head={self.n_head}"
             )
+        check_sizes(self)
 
     # ----------------------------------------------------------------- derived
     @property
@@ -330,12 +332,16 @@ class GPT2Config(PushToHubMixin):
     # ----------------------------------------------------------------- files
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> GPT2Config:
-        """Read a ``config.json``; a malformed file raises ValueError naming it."""
-        data = read_json_object(path)
-        model_type = data.get("model_type", cls.model_type)
-        if model_type != cls.model_type:
-            logger.warning("%s has model_type=%r; loading it as GPT-2", path, model_type)
-        return cls.from_dict(data)
+        """Read a ``config.json``; a malformed file (or value) raises MalformedFileError
+        (a ValueError) naming it."""
+
+        def build(data: dict[str, Any]) -> GPT2Config:
+            model_type = data.get("model_type", cls.model_type)
+            if model_type != cls.model_type:
+                logger.warning("%s has model_type=%r; loading it as GPT-2", path, model_type)
+            return cls.from_dict(data)
+
+        return build_from_file(path, build)
 
     @classmethod
     def from_pretrained(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._io import atomic_write_text, read_json_object
+from gpt2_dual._io import atomic_write_text, build_from_file
 from gpt2_dual.hub_push import PushToHubMixin
 
 logger = logging.getLogger(__name__)
@@ -192,8 +192,7 @@ class GenerationConfig(PushToHubMixin):
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> GenerationConfig:
         """Read a ``generation_config.json``; a malformed file raises ValueError naming it."""
-        data = read_json_object(path)
-        return cls.from_dict(data)
+        return build_from_file(path, cls.from_dict)
 
     @classmethod
     def from_pretrained(

@@ -15,6 +15,7 @@ from typing import Any
 
 import regex
 
+from gpt2_dual.errors import MalformedFileError
 from gpt2_dual.tokenizer import GPT2TokenizerBase
 from gpt2_dual.tokenizer_files import (
     AddedTokenSpec,
@@ -23,7 +24,7 @@ from gpt2_dual.tokenizer_files import (
     read_vocab,
     tokenizer_json_dict,
 )
-from gpt2_dual.tokenizer_vocab import BYTE_ENCODER
+from gpt2_dual.tokenizer_vocab import BYTE_ENCODER, surrogate_error
 
 #: GPT-2's pre-tokenizer regex (transformers' and ``tokenizers``' ByteLevel form).
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -57,13 +58,18 @@ class GPT2Tokenizer(GPT2TokenizerBase):
     ) -> list[AddedTokenSpec]:
         if vocab_file is not None and merges_file is not None:
             vocab, merges, added = read_vocab(vocab_file), read_merges(merges_file), []
+            source = f"{vocab_file} and {merges_file}"
         elif tokenizer_file is not None:
             vocab, merges, added = read_tokenizer_json(tokenizer_file)
+            source = str(tokenizer_file)
         else:
             raise ValueError("GPT2Tokenizer needs vocab_file and merges_file, or tokenizer_file")
         self._encoder = vocab
         self._merge_list = merges
-        self._ranks, self._merged = _merge_table(vocab, merges)
+        try:
+            self._ranks, self._merged = _merge_table(vocab, merges)
+        except ValueError as err:
+            raise MalformedFileError(f"{source}: {err}") from None
         # A byte the vocabulary lacks gets the id -1 - byte, which no merge takes; it becomes
         # unk_token (or nothing) once BPE is done (``_set_unk``).
         self._byte_ids = [vocab.get(BYTE_ENCODER[b], -1 - b) for b in range(256)]
@@ -125,7 +131,10 @@ class GPT2Tokenizer(GPT2TokenizerBase):
         raise AssertionError(f"unmatched added token {match!r}")  # pragma: no cover
 
     def _encode_texts(self, texts: list[str]) -> list[list[int]]:
-        return [self._encode_one(text) for text in texts]
+        try:
+            return [self._encode_one(text) for text in texts]
+        except UnicodeEncodeError:
+            raise surrogate_error(texts) or ValueError("text cannot be encoded") from None
 
     def _encode_one(self, text: str) -> list[int]:
         """Ids of ``text``: added tokens first, then BPE on the pieces between them."""
@@ -201,7 +210,7 @@ class GPT2Tokenizer(GPT2TokenizerBase):
     def tokenize(self, text: str) -> list[str]:
         """Split ``text`` into tokens (strings in GPT-2's byte alphabet; no BOS)."""
         tokens = self._tables()[0]
-        return [tokens[i] for i in self._encode_one(text)]
+        return [tokens[i] for i in self._encode_texts([text])[0]]
 
 
 def _merge_table(

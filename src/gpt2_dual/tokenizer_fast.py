@@ -13,9 +13,16 @@ import os
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
+from gpt2_dual.errors import InputTypeError, MalformedFileError
 from gpt2_dual.tokenizer import GPT2TokenizerBase, Offsets
-from gpt2_dual.tokenizer_files import AddedTokenSpec, check_tokenizer_json
-from gpt2_dual.tokenizer_vocab import BYTE_DECODER
+from gpt2_dual.tokenizer_files import (
+    AddedTokenSpec,
+    check_tokenizer_json,
+    read_merges,
+    read_tokenizer_json,
+    read_vocab,
+)
+from gpt2_dual.tokenizer_vocab import BYTE_DECODER, surrogate_error
 
 
 class GPT2TokenizerFast(GPT2TokenizerBase):
@@ -43,11 +50,21 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
         merges_file: str | os.PathLike | None,
         tokenizer_file: str | os.PathLike | None,
     ) -> list[AddedTokenSpec]:
+        # The files go through the readers GPT2Tokenizer uses first, so both classes refuse
+        # the same files with the same named errors (tokenizers raises a bare Exception).
         if tokenizer_file is not None:
-            tok = Tokenizer.from_file(str(tokenizer_file))
+            read_tokenizer_json(tokenizer_file)
+            try:
+                tok = Tokenizer.from_file(str(tokenizer_file))
+            except Exception as err:
+                raise _refused(err, tokenizer_file) from None
             check_tokenizer_json(str(tokenizer_file), type(tok.model).__name__, tok.normalizer)
         elif vocab_file is not None and merges_file is not None:
-            tok = Tokenizer(BPE.from_file(str(vocab_file), str(merges_file)))
+            vocab, merges = read_vocab(vocab_file), read_merges(merges_file)
+            try:
+                tok = Tokenizer(BPE(vocab, merges))
+            except Exception as err:
+                raise _refused(err, vocab_file, merges_file) from None
         else:
             raise ValueError(
                 "GPT2TokenizerFast needs tokenizer_file, or vocab_file and merges_file"
@@ -140,17 +157,37 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
     def _encode_texts(self, texts: list[str]) -> list[list[int]]:
         # encode_batch_fast skips offset tracking; it is faster even for one text.
         encode_batch = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
-        return [e.ids for e in encode_batch(texts, add_special_tokens=False)]
+        try:
+            return [e.ids for e in encode_batch(texts, add_special_tokens=False)]
+        except TypeError:
+            raise surrogate_error(texts) or _unencodable(texts) from None
 
     def _encode_texts_with_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[Offsets]]:
-        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        try:
+            encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        except TypeError:
+            raise surrogate_error(texts) or _unencodable(texts) from None
         return [e.ids for e in encodings], [e.offsets for e in encodings]
 
     def tokenize(self, text: str) -> list[str]:
         """Split ``text`` into tokens (strings in GPT-2's byte alphabet; no BOS)."""
-        return self._tok.encode(text, add_special_tokens=False).tokens
+        try:
+            return self._tok.encode(text, add_special_tokens=False).tokens
+        except TypeError:
+            raise surrogate_error([text]) or _unencodable([text]) from None
 
     def _decode(self, ids: list[int]) -> str:
         if self._plain_decode and self.errors == "replace":
             return self._tok.decode(ids, skip_special_tokens=False)
         return super()._decode(ids)
+
+
+def _unencodable(texts: list) -> InputTypeError:
+    kinds = sorted({type(t).__name__ for t in texts if not isinstance(t, str)}) or ["str"]
+    return InputTypeError(f"text must be a str (or a list of str), got {', '.join(kinds)}")
+
+
+def _refused(err: Exception, *paths: str | os.PathLike) -> MalformedFileError:
+    """A file ``tokenizers`` refused (though our reader accepted it), named."""
+    names = " and ".join(str(p) for p in paths)
+    return MalformedFileError(f"{names}: the tokenizers library cannot load it: {err}")

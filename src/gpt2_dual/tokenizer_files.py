@@ -9,12 +9,14 @@ classes load and save through this module, so they read and write exactly the sa
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._io import atomic_write_text
+from gpt2_dual._io import atomic_write_text, check_field, json_type, read_json_object, read_text
+from gpt2_dual.errors import MalformedFileError
 
 VOCAB_NAME = "vocab.json"
 MERGES_NAME = "merges.txt"
@@ -118,50 +120,74 @@ def find_files(
     return paths
 
 
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+#: Largest token id a vocabulary file may hold (a table of that many entries is built).
+MAX_TOKEN_ID = 2**24
+
+
+def _bad(path: Any, problem: str) -> MalformedFileError:
+    return MalformedFileError(f"{path}: {problem}")
+
+
+def _check_vocab(vocab: Any, source: Any) -> dict[str, int]:
+    """``vocab`` checked to be an object of token -> id with ids in [0, MAX_TOKEN_ID)."""
+    if not isinstance(vocab, dict):
+        raise _bad(source, f"the vocabulary must be a JSON object of token -> id, found "
+                   f"{json_type(vocab)}")  # fmt: skip
+    for token, token_id in vocab.items():
+        if type(token_id) is not int or not 0 <= token_id < MAX_TOKEN_ID:
+            raise _bad(
+                source,
+                f"token {token!r:.40} has id {token_id!r:.40}; ids must be integers in "
+                f"[0, {MAX_TOKEN_ID})",
+            )
+    return vocab
 
 
 def read_vocab(path: str | os.PathLike) -> dict[str, int]:
     """Read ``vocab.json`` (token -> id).
 
     Raises:
-        ValueError: not a JSON object of string -> int.
+        MalformedFileError: (a ValueError) not UTF-8 JSON, or not an object of string -> int;
+            names the file.
     """
-    vocab = _read_json(Path(path))
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise ValueError(f"{path} is not a vocabulary: expected a JSON object of token -> id")
-    return vocab
+    return _check_vocab(read_json_object(path), path)
 
 
 def read_merges(path: str | os.PathLike) -> list[tuple[str, str]]:
     """Read ``merges.txt``: an optional ``#version`` line, then one ``a b`` merge per line.
 
     Raises:
-        ValueError: a line that is not two space-separated tokens (names the line).
+        MalformedFileError: (a ValueError) not UTF-8, or a line that is not two
+            space-separated tokens (names the file and line).
     """
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = read_text(path).split("\n")
     start = 1 if lines and lines[0].startswith("#version") else 0
     merges = []
     for lineno, line in enumerate(lines[start:], start + 1):
         parts = line.rstrip("\r").split(" ")
-        if len(parts) != 2:
+        if len(parts) != 2 or not parts[0] or not parts[1]:
             if not parts[0] and len(parts) == 1:
                 continue  # blank line (the file ends with one)
-            raise ValueError(f"{path}, line {lineno}: expected two tokens 'a b', got {line!r}")
+            raise MalformedFileError(
+                f"{path}, line {lineno}: expected two tokens 'a b', got {line!r:.80}"
+            )
         merges.append((parts[0], parts[1]))
     return merges
 
 
-def parse_merges(raw: list[Any], source: str) -> list[tuple[str, str]]:
+def parse_merges(raw: Any, source: str) -> list[tuple[str, str]]:
     """Merges of a ``tokenizer.json``: legacy strings (``"Ġ t"``) or pairs (``["Ġ", "t"]``)."""
+    if not isinstance(raw, list):
+        raise _bad(source, f"model.merges must be an array, found {json_type(raw)}")
     merges = []
     for i, m in enumerate(raw):
         pair = m.split(" ") if isinstance(m, str) else m
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise ValueError(f"{source}: merge {i} is not a pair of tokens: {m!r}")
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(isinstance(p, str) and p for p in pair)
+        ):
+            raise _bad(source, f"merge {i} is not a pair of tokens: {m!r:.80}")
         merges.append((pair[0], pair[1]))
     return merges
 
@@ -175,22 +201,36 @@ def read_tokenizer_json(
         ``(vocab, merges, added_tokens)``.
 
     Raises:
-        ValueError: not a byte-level BPE tokenizer without normalizer.
+        MalformedFileError: (a ValueError) not a byte-level BPE tokenizer without normalizer,
+            or a part of the wrong type; names the file.
     """
-    data = _read_json(Path(path))
-    model = data.get("model") if isinstance(data, dict) else None
-    model_type = model.get("type", "BPE") if isinstance(model, dict) else None
-    check_tokenizer_json(str(path), model_type, data.get("normalizer"))
-    added = [added_from_dict(t, int(t["id"])) for t in data.get("added_tokens") or []]
-    return dict(model["vocab"]), parse_merges(model.get("merges", []), str(path)), added
+    data = read_json_object(path)
+    model = data.get("model")
+    if not isinstance(model, dict):
+        raise _bad(path, f"'model' must be a JSON object, found {json_type(model)}")
+    check_tokenizer_json(str(path), model.get("type", "BPE"), data.get("normalizer"))
+    vocab = _check_vocab(model.get("vocab"), path)
+    added_raw = data.get("added_tokens") or []
+    if not isinstance(added_raw, list):
+        raise _bad(path, f"'added_tokens' must be an array, found {json_type(added_raw)}")
+    added = []
+    for n, t in enumerate(added_raw):
+        ok = isinstance(t, dict) and type(t.get("id")) is int and 0 <= t["id"] < MAX_TOKEN_ID
+        if not ok or not isinstance(t.get("content"), str) or not t["content"]:
+            raise _bad(path, f"added_tokens[{n}] must be an object with an integer 'id' in "
+                       f"[0, {MAX_TOKEN_ID}) and a non-empty 'content' string, found "
+                       f"{t!r:.80}")  # fmt: skip
+        added.append(added_from_dict(t, t["id"]))
+    return dict(vocab), parse_merges(model.get("merges", []), str(path)), added
 
 
 def check_tokenizer_json(source: str, model_type: Any, normalizer: Any) -> None:
-    """Raise ValueError unless a ``tokenizer.json`` is GPT-2 style: BPE, no normalizer."""
+    """Raise MalformedFileError unless a ``tokenizer.json`` is GPT-2 style: BPE, no
+    normalizer."""
     if model_type != "BPE":
-        raise ValueError(f"{source}: expected a BPE model, got {model_type!r}")
+        raise _bad(source, f"expected a BPE model, got {model_type!r:.80}")
     if normalizer is not None:
-        raise ValueError(f"{source}: a normalizer is not supported by GPT-2 tokenizers")
+        raise _bad(source, "a normalizer is not supported by GPT-2 tokenizers")
 
 
 def added_from_dict(
@@ -210,6 +250,57 @@ def added_from_dict(
     )
 
 
+#: Types of ``tokenizer_config.json`` / ``special_tokens_map.json`` keys (others are ignored).
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    **{attr: (str, dict) for attr in SPECIAL_ATTRS},
+    "additional_special_tokens": (list,),
+    "added_tokens_decoder": (dict,),
+    "add_prefix_space": (bool,),
+    "add_bos_token": (bool,),
+    "errors": (str,),
+    "model_max_length": (int, float),
+    "clean_up_tokenization_spaces": (bool,),
+    "padding_side": (str,),
+    "truncation_side": (str,),
+}
+
+
+def _check_config(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a tokenizer config file that this package reads, type-checked."""
+    for key, types in _CONFIG_TYPES.items():
+        check_field(path, data, key, types)
+    for attr in (*SPECIAL_ATTRS, "additional_special_tokens"):
+        tokens = data.get(attr)
+        for token in tokens if isinstance(tokens, list) else [tokens]:
+            if isinstance(token, dict) and not isinstance(token.get("content"), str):
+                raise _bad(path, f"{attr} must be a token string or an object with a "
+                           f"'content' string, found {token!r:.80}")  # fmt: skip
+            if token is not None and not isinstance(token, str | dict):
+                raise _bad(path, f"{attr} must hold token strings, found {token!r:.80}")
+    for side in ("padding_side", "truncation_side"):
+        if data.get(side) not in (None, "left", "right"):
+            raise _bad(path, f"{side} must be 'left' or 'right', found {data[side]!r:.80}")
+    length = data.get("model_max_length")
+    if length is not None and not (length > 0 and math.isfinite(length)):
+        raise _bad(path, f"model_max_length must be a positive number, found {length!r}")
+    if isinstance(length, float):
+        data["model_max_length"] = int(length)
+    decoder = data.get("added_tokens_decoder") or {}
+    for key, token in decoder.items():
+        if not key.isdigit() or int(key) >= MAX_TOKEN_ID:
+            raise _bad(path, f"added_tokens_decoder key {key!r:.40} is not a token id in "
+                       f"[0, {MAX_TOKEN_ID})")  # fmt: skip
+        if not (
+            isinstance(token, str)
+            or isinstance(token, dict)
+            and isinstance(token.get("content"), str)
+            and token["content"]
+        ):
+            raise _bad(path, f"added_tokens_decoder[{key!r}] must be an object with a "
+                       f"non-empty 'content' string, found {token!r:.80}")  # fmt: skip
+    return data
+
+
 def read_config(files: dict[str, Path | None]) -> dict[str, Any]:
     """Constructor arguments from ``tokenizer_config.json``, ``special_tokens_map.json`` and
     ``added_tokens.json``, with transformers' precedence.
@@ -220,17 +311,21 @@ def read_config(files: dict[str, Path | None]) -> dict[str, Any]:
     Returns:
         A dict with keys from ``CONFIG_KEYS`` plus ``vocab_file``, ``merges_file``,
         ``tokenizer_file``; ``added_tokens_decoder`` maps id -> token dict.
+
+    Raises:
+        MalformedFileError: (a ValueError) a file is not UTF-8 JSON, not an object, or a key
+            has a value of the wrong type; names the file, key and value.
     """
     config: dict[str, Any] = {}
     if (p := files.get(CONFIG_NAME)) is not None:
-        config.update(_read_json(p))
+        config.update(_check_config(p, read_json_object(p)))
     decoder = {int(k): v for k, v in (config.get("added_tokens_decoder") or {}).items()}
     if "added_tokens_decoder" not in config:
         if (p := files.get(SPECIAL_MAP_NAME)) is not None:
-            config.update(_read_json(p))
+            config.update(_check_config(p, read_json_object(p)))
         if (p := files.get(ADDED_NAME)) is not None:
-            for content, token_id in _read_json(p).items():
-                decoder.setdefault(int(token_id), {"content": content})
+            for content, token_id in _check_vocab(read_json_object(p), p).items():
+                decoder.setdefault(token_id, {"content": content})
     config = {k: v for k, v in config.items() if k in CONFIG_KEYS}
     config["added_tokens_decoder"] = decoder
     config["vocab_file"] = files.get(VOCAB_NAME)

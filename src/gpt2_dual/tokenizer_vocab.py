@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from gpt2_dual.errors import InputTypeError, InvalidInputError, OutOfRangeError
 from gpt2_dual.tokenizer_files import AddedTokenSpec
 from gpt2_dual.tokenizer_special import SpecialTokensMixin
 
@@ -63,19 +64,65 @@ def clean_up_tokenization(text: str) -> str:
 
 
 def _as_id_list(ids: Any) -> list[int]:
-    """A list of ints from an int, a list, a numpy array or a torch/TF tensor."""
+    """A list of ints from an int, a list, a numpy array or a torch/TF tensor.
+
+    Raises:
+        InputTypeError: ``ids`` is None, a string, a float (or float array/tensor), a bool, or
+            holds anything but integers.
+        InvalidInputError: a batch (a list of lists); the message names ``batch_decode``.
+    """
+    if ids is None or isinstance(ids, str | bytes):
+        raise InputTypeError(
+            f"decode expects token ids (an int, a list of ints, an integer array or tensor), "
+            f"got {type(ids).__name__} {ids!r:.60}"
+        )
     if hasattr(ids, "numpy") and not hasattr(ids, "tolist"):
         ids = ids.numpy()  # TF eager tensors
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
-    if isinstance(ids, int):
+    if isinstance(ids, int) and not isinstance(ids, bool):
         return [ids]
-    ids = list(ids)
+    try:
+        ids = list(ids)
+    except TypeError:
+        raise InputTypeError(
+            f"decode expects token ids (an int, a list of ints, an integer array or tensor), "
+            f"got {type(ids).__name__} {ids!r:.60}"
+        ) from None
     if ids and not all(type(i) is int for i in ids):
         if any(isinstance(i, list | tuple) for i in ids):
-            raise ValueError("decode expects one sequence of ids; use batch_decode for a batch")
-        ids = [int(i) for i in ids]
+            raise InvalidInputError(
+                "decode expects one sequence of ids; use batch_decode for a batch"
+            )
+        out = []
+        for k, i in enumerate(ids):
+            if hasattr(i, "item") and not isinstance(i, bool):
+                i = i.item()  # numpy/torch scalars
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise InputTypeError(
+                    f"token ids must be integers; id {k} is {type(i).__name__} {i!r:.40} "
+                    "(cast float ids with .astype(int) / .long() if that is meant)"
+                )
+            out.append(int(i))
+        ids = out
     return ids
+
+
+def surrogate_error(texts: Iterable[Any]) -> InvalidInputError | None:
+    """The error for the first lone surrogate (U+D800..U+DFFF) in ``texts``, if any: it has no
+    UTF-8 bytes, so neither tokenizer can encode it."""
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            continue
+        for k, ch in enumerate(text):
+            if "\ud800" <= ch <= "\udfff":
+                where = f"text {n}, " if n else ""
+                return InvalidInputError(
+                    f"{where}position {k} holds a lone surrogate U+{ord(ch):04X}, which has no "
+                    "UTF-8 encoding; fix the text (e.g. text.encode('utf-16', 'surrogatepass')"
+                    ".decode('utf-16') joins surrogate pairs)"
+                )
+    return None
 
 
 class VocabMixin(SpecialTokensMixin):
@@ -135,7 +182,9 @@ class VocabMixin(SpecialTokensMixin):
     def _id_to_token(self, token_id: int) -> str:
         tokens = self._tables()[0]
         if not 0 <= token_id < len(tokens) or tokens[token_id] is None:
-            raise ValueError(f"token id {token_id} is not in the vocabulary (size {len(self)})")
+            raise OutOfRangeError(
+                f"token id {token_id} is not in the vocabulary (size {len(self)})"
+            )
         return tokens[token_id]
 
     def _is_verbatim(self, token: str) -> bool:
@@ -216,7 +265,7 @@ class VocabMixin(SpecialTokensMixin):
         ids = _as_id_list(token_ids)
         if ids and (min(ids) < 0 or max(ids) >= len(self)):
             bad = min(ids) if min(ids) < 0 else max(ids)
-            raise ValueError(f"token id {bad} is not in the vocabulary (size {len(self)})")
+            raise OutOfRangeError(f"token id {bad} is not in the vocabulary (size {len(self)})")
         if skip_special_tokens:
             skip = self._skip_ids()
             ids = [i for i in ids if i not in skip]
@@ -254,5 +303,5 @@ class VocabMixin(SpecialTokensMixin):
             data = b"".join([table[i] for i in ids])
         except TypeError:
             bad = next(i for i in ids if table[i] is None)
-            raise ValueError(f"token id {bad} is not in the vocabulary") from None
+            raise OutOfRangeError(f"token id {bad} is not in the vocabulary") from None
         return data.decode("utf-8", errors=self.errors)

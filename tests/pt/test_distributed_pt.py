@@ -94,11 +94,40 @@ def _full_parameters(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def _worker(rank: int, rendezvous: str, folder: str, results: str) -> None:
-    """One rank: for every head and mode, train on its half and save rank 0's results."""
-    from torch.distributed.device_mesh import init_device_mesh
+def _train_rank(head: str, mode: str, rank: int, mesh, folder: str, results: str) -> None:
+    """One head and mode on this rank's half; rank 0 saves the losses and parameters. The
+    wrapped model (DDP's reducer, FSDP2's hooks: both hold the process group) dies on return."""
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
+
+    rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
+    model = gpt.MODEL_CLASSES[head].from_pretrained(Path(folder) / head)
+    if mode == "ddp":
+        model = DistributedDataParallel(model)
+    else:  # FSDP2: one unit per block, then the root (embeddings, ln_f, head)
+        for block in model.transformer.h:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    losses = torch.stack(_train(model, head, rows))
+    dist.all_reduce(losses)
+    params = _full_parameters(model)
+    if rank == 0:
+        torch.save({"losses": losses / WORLD, "params": params}, Path(results) / f"{head}-{mode}.pt")
+
+
+def _worker(rank: int, rendezvous: str, folder: str, results: str) -> None:
+    """One rank: for every head and mode, train on its half and save rank 0's results.
+
+    Teardown order matters: gloo's C++ threads abort the process ("terminate called without an
+    active exception", SIGABRT) when its last process-group reference dies during interpreter
+    shutdown, or while the other rank still talks to it. So every object holding the group
+    (wrapped models, the device mesh, reference cycles through DDP's reducer) is released and
+    collected first, both ranks meet at a barrier, and only then is the group destroyed, on
+    the main thread, before the worker returns.
+    """
+    import gc
+
+    from torch.distributed.device_mesh import init_device_mesh
 
     # The heads return tensors of their own, never views (FSDP2 cannot hook in-place ops on a
     # view of a module's output and says so).
@@ -110,54 +139,35 @@ def _worker(rank: int, rendezvous: str, folder: str, results: str) -> None:
     )  # fmt: skip
     try:
         mesh = init_device_mesh("cpu", (WORLD,))
-        rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
         for head in TRAINED:
             for mode in MODES:
-                model = gpt.MODEL_CLASSES[head].from_pretrained(Path(folder) / head)
-                if mode == "ddp":
-                    model = DistributedDataParallel(model)
-                else:  # FSDP2: one unit per block, then the root (embeddings, ln_f, head)
-                    for block in model.transformer.h:
-                        fully_shard(block, mesh=mesh)
-                    fully_shard(model, mesh=mesh)
-                losses = torch.stack(_train(model, head, rows))
-                dist.all_reduce(losses)
-                params = _full_parameters(model)
-                if rank == 0:
-                    torch.save(
-                        {"losses": losses / WORLD, "params": params},
-                        Path(results) / f"{head}-{mode}.pt",
-                    )
+                _train_rank(head, mode, rank, mesh, folder, results)
+        del mesh
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+        gc.collect()
 
 
-def _spawn(folder: Path, results: Path, attempts: int = 2) -> None:
-    """Run the ranks. A rank killed by SIGABRT ("terminate called without an active
-    exception", from gloo's C++ threads; about one run in eight here, at the commit before this
-    test changed too) is run again once; a Python error in a rank, or a second abort, fails."""
+def _spawn(folder: Path, results: Path) -> None:
+    """Run the ranks; any failure of a rank (a Python error, a signal) fails the test."""
     import torch.multiprocessing as mp
 
-    for attempt in range(1, attempts + 1):
-        context = mp.start_processes(
-            _worker,
-            # A file rendezvous (new per attempt): no port to pick, so no race for one.
-            args=(str(results.parent / f"rendezvous-{attempt}"), str(folder), str(results)),
-            nprocs=WORLD,
-            join=False,
-            start_method="spawn",
-        )
-        deadline = time.monotonic() + TIMEOUT_S
-        try:
-            while not context.join(timeout=1):  # raises if a rank failed
-                if time.monotonic() > deadline:
-                    for process in context.processes:
-                        process.kill()
-                    pytest.fail(f"distributed training did not finish in {TIMEOUT_S} s")
-            return
-        except mp.ProcessExitedException as err:
-            if err.signal_name != "SIGABRT" or attempt == attempts:
-                raise
+    context = mp.start_processes(
+        _worker,
+        # A file rendezvous: no port to pick, so no race for one.
+        args=(str(results.parent / "rendezvous"), str(folder), str(results)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + TIMEOUT_S
+    while not context.join(timeout=1):  # raises if a rank failed
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"distributed training did not finish in {TIMEOUT_S} s")
 
 
 def test_ddp_and_fsdp2_match_single_process(tmp_path):

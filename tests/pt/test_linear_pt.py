@@ -71,6 +71,10 @@ def test_other_dtypes_and_autocast_take_pytorch_kernels(onednn_default):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model.float()(ids)
     assert "mkldnn::_linear_pointwise" not in {e.key for e in prof.key_averages()}
+    if onednn_available():  # positive control: the same model in float32 does take oneDNN
+        with torch.no_grad(), torch.profiler.profile() as prof:
+            model(ids)
+        assert "mkldnn::_linear_pointwise" in {e.key for e in prof.key_averages()}
 
 
 @needs_onednn

@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import math
 import re
 
 import numpy as np
 import pytest
 
-from cases import BATCH, SEQ, assert_close, tiny_config
+from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
 from frameworks import PT, random_state
 from gpt2_dual._config_checks import ACTIVATIONS
 from gpt2_dual.convert.names import is_backbone, params
@@ -71,15 +72,32 @@ def test_unknown_activation_is_a_clear_error():
 
 
 # --------------------------------------------------------------------------- backends
+def _attention_ops(model, *args, **kwargs) -> dict[str, int]:
+    """How many times each attention op ran in ``model(*args, **kwargs)`` (the profiler)."""
+    ops = ("aten::scaled_dot_product_attention", "aten::softmax", "aten::_softmax")
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        model(*args, **kwargs)
+    counts = {e.key: e.count for e in prof.key_averages()}
+    return {op: counts.get(op, 0) for op in ops}
+
+
 def test_backends_switch_and_agree():
+    """The switch changes the kernel that runs, not only an attribute: torch's SDPA op once per
+    layer under "sdpa", never under "eager" (which runs its own softmax)."""
     model = model_of("lm", backend="eager")
     ids, mask = padded_batch()
+    layers_n = model.config.n_layer
+    ran = _attention_ops(model, ids, attention_mask=mask)
+    assert ran["aten::scaled_dot_product_attention"] == 0 and ran["aten::softmax"] >= layers_n
     with torch.no_grad():
         eager = model(ids, attention_mask=mask).logits
         model.set_attn_implementation("sdpa")
         assert {m.backend for m in model.modules() if isinstance(m, Attention)} == {"sdpa"}
         assert model.attn_implementation == model.transformer.attn_implementation == "sdpa"
         assert_close(model(ids, attention_mask=mask).logits, eager, "float32", "sdpa vs eager")
+    assert _attention_ops(model, ids, attention_mask=mask)["aten::scaled_dot_product_attention"] == layers_n
+    model.set_attn_implementation("eager")  # and back
+    assert _attention_ops(model, ids, attention_mask=mask)["aten::scaled_dot_product_attention"] == 0
 
 
 def test_left_padding_queries_are_finite_and_backends_agree_everywhere():
@@ -265,6 +283,41 @@ def test_compile_fullgraph_forward_and_static_decode(fresh_dynamo):
     _decode_steps(model, torch.compile(model, fullgraph=True, backend="aot_eager"))
 
 
+def _head_inputs(head: str) -> dict:
+    """A padded batch with the head's labels ((B, N, T) choices for double heads)."""
+    ids, mask = padded_batch()
+    g = torch.Generator().manual_seed(2)
+    if head == "double_heads":
+        ids, mask = ids[None].expand(2, -1, -1).clone(), mask[None].expand(2, -1, -1).clone()
+        return dict(input_ids=ids, attention_mask=mask, mc_token_ids=mask.sum(-1) - 1,
+                    labels=ids.masked_fill(mask == 0, -100),
+                    mc_labels=torch.randint(0, BATCH, (2,), generator=g))  # fmt: skip
+    inputs = dict(input_ids=ids, attention_mask=mask)
+    if head == "lm":
+        inputs["labels"] = ids.masked_fill(mask == 0, -100)
+    elif head == "sequence_classification":
+        inputs["labels"] = torch.randint(0, 3, (BATCH,), generator=g)
+    elif head == "token_classification":
+        inputs["labels"] = torch.randint(0, 3, (BATCH, SEQ), generator=g).masked_fill(mask == 0, -100)
+    elif head == "question_answering":
+        inputs.update(start_positions=torch.tensor([1, 3, SEQ + 3]), end_positions=torch.tensor([2, 6, 4]))
+    return inputs
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_compile_fullgraph_every_head_with_its_loss(fresh_dynamo, head):
+    """Every head's forward, loss included (pooling, pad-token search, problem-type choice,
+    position clamping), is one graph: fullgraph=True raises on any graph break."""
+    model = model_of(head, use_cache=False)
+    inputs = _head_inputs(head)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        expected, got = model(**inputs), compiled(**inputs)
+    assert got.keys() == expected.keys()
+    for field in expected.keys():
+        assert_close(got[field], expected[field], "float32", f"compiled {head}.{field}")
+
+
 @pytest.mark.slow  # inductor compiles C++: ~45 s on 2 cores
 # torch's own inductor import still uses torch.jit.script_method (torch/utils/mkldnn.py).
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -368,22 +421,34 @@ def test_meta_construction_creates_no_data():
     assert model.lm_head.weight is model.transformer.wte.weight
 
 
-def test_init_weights_follow_transformers():
-    config = tiny_config(n_embd=256, n_head=4, n_inner=None, n_layer=2, initializer_range=0.02)
+@pytest.mark.parametrize("init", [0.02, 0.05])
+def test_init_weights_follow_transformers(init):
+    """Init statistics within 6 standard errors of the intended std (the sample std of n
+    normal draws has relative standard error 1/sqrt(2n)), for the default initializer_range
+    and another one; LayerNorms take config.layer_norm_epsilon (not torch's equal default)."""
+    config = tiny_config(
+        n_embd=256, n_head=4, n_inner=None, n_layer=2, initializer_range=init, layer_norm_epsilon=1e-3
+    )
     torch.manual_seed(0)
     model = gpt.GPT2DoubleHeadsModel(config)
     block = model.transformer.h[1]
     assert model.lm_head.weight is model.transformer.wte.weight
     assert torch.equal(block.ln_1.weight, torch.ones(256)) and not block.ln_2.bias.any()
     assert not block.attn.c_attn.bias.any() and not model.multiple_choice_head.summary.bias.any()
+    layer_norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(layer_norms) == 2 * 2 + 1 and {m.eps for m in layer_norms} == {1e-3}
     for weight, std in [
-        (block.attn.c_attn.weight, 0.02),
-        (block.mlp.c_fc.weight, 0.02),
-        (model.transformer.wpe.weight, 0.02),
-        (block.attn.c_proj.weight, 0.01),  # 0.02 / sqrt(2 * n_layer)
-        (block.mlp.c_proj.weight, 0.01),
+        (block.attn.c_attn.weight, init),
+        (block.mlp.c_fc.weight, init),
+        (model.transformer.wpe.weight, init),
+        (model.transformer.wte.weight, init),
+        (model.multiple_choice_head.summary.weight, init),
+        (block.attn.c_proj.weight, init / 2),  # init / sqrt(2 * n_layer)
+        (block.mlp.c_proj.weight, init / 2),
     ]:
-        assert abs(weight.std().item() / std - 1) < 0.05 and abs(weight.mean().item()) < 1e-3
+        n = weight.numel()
+        assert abs(weight.std().item() / std - 1) < 6 / math.sqrt(2 * n), (tuple(weight.shape), std)
+        assert abs(weight.mean().item()) < 6 * std / math.sqrt(n), (tuple(weight.shape), std)
 
 
 def test_untied_lm_head_is_its_own_parameter():

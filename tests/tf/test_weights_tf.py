@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
+from cases import BATCH, HEADS, SEQ, assert_close, assert_normal_init, tiny_config
 from gpt2_dual.convert import hf
 from gpt2_dual.convert.names import to_canonical_key
 from gpt2_dual.generation_config import GENERATION_CONFIG_NAME as GEN
@@ -150,7 +150,7 @@ def test_lm_checkpoint_into_sequence_classification_initializes_score(tmp_path, 
     assert any("newly initialized: score.weight" in m for m in messages), messages
     kernel = np.asarray(ours.score.kernel)
     assert ours.config.num_labels == 4 and kernel.shape == (32, 4)
-    assert 0.005 < kernel.std() < 0.05  # transformers' init: normal(0, initializer_range)
+    assert_normal_init(kernel, ours.config.initializer_range, "score")  # transformers' init
     inputs = _inputs("base")
     hidden = np.asarray(ours.transformer(inputs).last_hidden_state)
     with torch.no_grad():

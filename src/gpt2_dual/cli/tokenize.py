@@ -25,6 +25,28 @@ def run(args: argparse.Namespace) -> int:
 
     cls = GPT2Tokenizer if args.pure else GPT2TokenizerFast
     tokenizer = cls.from_pretrained(args.tokenizer)
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = read_text(args.text)
     sys.stdout.write(json.dumps(tokenizer.encode(text)) + "\n")
     return 0
+
+
+def read_text(arg: str) -> str:
+    """The text to encode: ``arg``, or standard input for ``-``, as UTF-8.
+
+    Raises:
+        InvalidInputError: the bytes are not UTF-8 (names the offset and byte); GPT-2's
+            byte-level BPE could encode any bytes, but a tokenizer encodes text.
+    """
+    from gpt2_dual.errors import InvalidInputError
+
+    if arg == "-":
+        where, data = "standard input", sys.stdin.buffer.read()
+    else:  # undecodable command-line bytes arrive as lone surrogates (surrogateescape)
+        where, data = "the text argument", arg.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidInputError(
+            f"{where} is not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start}; "
+            "convert it first (e.g. iconv -f latin1 -t utf-8)"
+        ) from None

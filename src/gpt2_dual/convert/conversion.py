@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._io import atomic_write_text, make_dir_public
+from gpt2_dual._io import atomic_write_text, make_dir_public, pid_alive
 from gpt2_dual.convert import formats, loading
 from gpt2_dual.convert.crosscheck import Report, crosscheck
 from gpt2_dual.convert.formats import DTYPES, FormatError, Source
@@ -255,19 +255,9 @@ def _remove_leftovers(dst: Path) -> None:
         return
     for path in parent.glob(f".{dst.name}{TMP_MARK}*"):
         pid = path.name[len(f".{dst.name}{TMP_MARK}") :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)) and path.is_dir():
+        if pid.isdigit() and not pid_alive(int(pid)) and path.is_dir():
             logger.info("removing %s, left by an interrupted conversion", path)
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _place(tmp: Path, dst: Path) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._io import atomic_write, atomic_write_text
+from gpt2_dual._io import atomic_write, atomic_write_text, json_type, read_json_object
 from gpt2_dual.convert.names import to_canonical_key
+from gpt2_dual.errors import InputTypeError, InvalidInputError, MalformedFileError
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +79,34 @@ def find_checkpoint(
             continue
         if not name.endswith(".index.json"):
             return Checkpoint(fmt, (Path(path),))
-        shards = sorted(set(_read_json(path)["weight_map"].values()))
+        shards = read_index(path)
         files = tuple(Path(resolve_file(path_or_repo_id, s, **hub_kwargs)) for s in shards)
         return Checkpoint(fmt, files)
     looked = ", ".join(name for _, name in names)
     raise FileNotFoundError(f"no weights found in {str(path_or_repo_id)!r}: looked for {looked}")
 
 
-def _read_json(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+def read_index(path: str | os.PathLike) -> list[str]:
+    """The shard file names of a ``*.index.json`` (sorted, each once).
+
+    Raises:
+        MalformedFileError: (a ValueError) not a JSON object, no ``weight_map`` object of
+            tensor name -> file name, or a file name that leaves the folder; names the file.
+    """
+    weight_map = read_json_object(path).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise MalformedFileError(
+            f"{path}: 'weight_map' must be a non-empty JSON object of tensor name -> shard file, "
+            f"found {json_type(weight_map)} {weight_map!r:.60}"
+        )
+    for key, name in weight_map.items():
+        parts = Path(name).parts if isinstance(name, str) else ()
+        if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            raise MalformedFileError(
+                f"{path}: weight_map[{key!r:.60}] must be a shard file name in the same folder, "
+                f"found {name!r:.80}"
+            )
+    return sorted(set(weight_map.values()))
 
 
 class SafetensorsReader:
@@ -112,8 +129,8 @@ class SafetensorsReader:
         for path in files:  # headers only; a truncated or foreign file fails here
             try:
                 self._handles.append(safe_open(str(path), framework=framework))
-            except SafetensorError as err:
-                raise ValueError(f"{path} is not a valid safetensors file: {err}") from None
+            except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+                raise MalformedFileError(f"{path} is not a valid safetensors file: {err}") from None
         self._where: dict[str, tuple[int, str]] = {}
         self.ignored: list[str] = []
         for n, handle in enumerate(self._handles):
@@ -160,17 +177,37 @@ class SafetensorsReader:
 
 
 def parse_size(size: int | str) -> int:
-    """``"5GB"``/``"500MB"``/``"10KiB"``/int -> bytes (transformers' convention: GB = 10**9)."""
-    if isinstance(size, int):
-        return size
+    """``"5GB"``/``"500MB"``/``"10KiB"``/int -> bytes (transformers' convention: GB = 10**9).
+
+    Raises:
+        InputTypeError: neither an int nor a string.
+        InvalidInputError: not a size, or not at least 1 byte (``-5``, ``0``, ``"0GB"``).
+    """
+    if isinstance(size, bool) or not isinstance(size, int | str):
+        raise InputTypeError(
+            f"max_shard_size must be an int of bytes or a string like '5GB', got "
+            f"{type(size).__name__} {size!r:.40}"
+        )
+    value = size if isinstance(size, int) else _parse_size_text(size)
+    if value < 1:
+        raise InvalidInputError(
+            f"max_shard_size={size!r} must be at least 1 byte (it is the largest shard size)"
+        )
+    return value
+
+
+def _parse_size_text(size: str) -> int:
     units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
     text = size.strip().upper()
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    if text.isdigit():
-        return int(text)
-    raise ValueError(f"max_shard_size={size!r} is not a size like 5GB, 500MB or 10000")
+    try:
+        for unit, factor in units.items():
+            if text.endswith(unit):
+                return int(float(text[: -len(unit)]) * factor)
+        if text.isdigit():
+            return int(text)
+    except (ValueError, OverflowError):
+        pass
+    raise InvalidInputError(f"max_shard_size={size!r:.40} is not a size like 5GB, 500MB or 10000")
 
 
 def save_safetensors(

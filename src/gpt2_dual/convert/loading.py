@@ -126,11 +126,14 @@ class LoadPlan:
         rows: the model's table rows present in the state, in table order.
         report: missing, unexpected, ignored and tied names.
         mismatched: ``"name: expected (..), found (..)"`` per misshapen tensor.
+        wrong_dtype: ``"name is int64"`` per tensor of a dtype that cannot be a weight
+            (integers, bool, complex); another floating dtype is a legitimate cast.
     """
 
     rows: tuple[Param, ...]
     report: LoadReport
     mismatched: tuple[str, ...]
+    wrong_dtype: tuple[str, ...] = ()
 
 
 def plan_load(config: GPT2Config, head: str, view: Any) -> LoadPlan:
@@ -142,7 +145,7 @@ def plan_load(config: GPT2Config, head: str, view: Any) -> LoadPlan:
         view: ``CanonicalView`` or ``hf.SafetensorsReader``.
 
     Returns:
-        A ``LoadPlan``; nothing is read but shapes.
+        A ``LoadPlan``; nothing is read but shapes and dtypes.
     """
     rows = params(config, head)
     expected = {row.canonical for row in rows}
@@ -161,7 +164,31 @@ def plan_load(config: GPT2Config, head: str, view: Any) -> LoadPlan:
                 mismatched.append(f"{row.canonical}: expected {want}, found {found}")
     report = LoadReport(tuple(missing), tuple(unexpected), tuple(view.ignored), tuple(tied))
     loaded = tuple(r for r in rows if r.canonical in present)
-    return LoadPlan(loaded, report, tuple(mismatched))
+    wrong = [
+        f"{r.canonical} is {dtype}"
+        for r in loaded
+        if (dtype := _dtype_of(view, r.canonical)) is not None and not _is_floating(dtype)
+    ]
+    return LoadPlan(loaded, report, tuple(mismatched), tuple(wrong))
+
+
+#: safetensors codes of floating dtypes (``F8_E4M3``... start with ``F8``).
+_FLOAT_CODES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
+def _dtype_of(view: Any, name: str) -> str | None:
+    """A tensor's dtype as text, from the header where the view can (None: unknown)."""
+    if hasattr(view, "dtype") and callable(view.dtype):
+        return str(view.dtype(name))
+    if isinstance(view, CanonicalView):
+        dtype = getattr(view[name], "dtype", None)
+        return None if dtype is None else str(dtype)
+    return None
+
+
+def _is_floating(dtype: str) -> bool:
+    """``float32``, ``torch.bfloat16``, ``<dtype: 'float16'>``, ``F32``, ``F8_E4M3`` ..."""
+    return "float" in dtype.lower() or dtype in _FLOAT_CODES or dtype.startswith("F8")
 
 
 def describe(report: LoadReport) -> str:
@@ -178,9 +205,15 @@ def check_fit(class_name: str, plan: LoadPlan, *, strict: bool) -> None:
     """``load_canonical``'s rule: shapes must match; with ``strict``, nothing missing or extra.
 
     Raises:
-        CheckpointError: names every misshapen tensor with expected and found canonical
-            shapes, or (``strict``) every missing and unexpected tensor, in one message.
+        CheckpointError: names every tensor of an integer, bool or complex dtype, or every
+            misshapen tensor with expected and found canonical shapes, or (``strict``) every
+            missing and unexpected tensor, in one message.
     """
+    if plan.wrong_dtype:
+        raise CheckpointError(
+            f"{class_name}: weights must be floating-point tensors (float16/bfloat16/float32/"
+            f"float64 are cast to the model's dtype), but {'; '.join(plan.wrong_dtype)}"
+        )
     if plan.mismatched:
         raise CheckpointError(
             f"{class_name}: tensor shapes (canonical layout) do not match the config: "

@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 from gpt2_dual._io import atomic_write, atomic_write_text
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert import hf, loading
+from gpt2_dual.errors import InvalidInputError, MalformedFileError
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def find_weights(path_or_repo_id: Any, use_safetensors: bool | None, hub: dict) 
             continue
         if name == hf.BIN_WEIGHTS:
             return hf.Checkpoint("bin", (Path(path),))
-        shards = sorted(set(json.loads(Path(path).read_text("utf-8"))["weight_map"].values()))
+        shards = hf.read_index(path)
         files = tuple(Path(resolve_file(path_or_repo_id, s, **hub)) for s in shards)
         return hf.Checkpoint("bin", files)
     raise FileNotFoundError(
@@ -89,8 +90,17 @@ def read_bin(files: Iterable[Path]) -> dict[str, Any]:
                 "weights_only=True allows tensors only. Convert it to safetensors in a trusted "
                 f"environment. torch said: {err}"
             ) from err
+        except Exception as err:  # empty, truncated, not a torch file at all
+            raise MalformedFileError(
+                f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+            ) from None
         if not isinstance(shard, Mapping):
             raise TypeError(f"{path} holds a {type(shard).__name__}, not a dict of tensors")
+        odd = next((k for k, v in shard.items() if not isinstance(v, torch.Tensor)), None)
+        if odd is not None:
+            raise MalformedFileError(
+                f"{path}: {odd!r:.80} holds a {type(shard[odd]).__name__}, not a tensor"
+            )
         state.update(shard)
     return state
 
@@ -130,10 +140,45 @@ def transformers_aliases(
         target = device_map[""]
     if target == "auto":
         target = "cuda" if torch.cuda.is_available() else "cpu"
-    target = torch.device(f"cuda:{target}" if isinstance(target, int) else target)
-    if device is not None and torch.device(device) != target:
+    target = check_device(f"cuda:{target}" if isinstance(target, int) else target)
+    if device is not None and check_device(device) != target:
         raise ValueError(f"device={device!r} and device_map={device_map!r} disagree")
     return dtype, target
+
+
+def check_device(device: Any) -> torch.device | None:
+    """``device`` as a ``torch.device`` this machine has (None stays None).
+
+    Raises:
+        InvalidInputError: not a device name (``"banana"``), or a device this machine lacks
+            (``"cuda"`` without CUDA, ``"cuda:7"`` with fewer GPUs).
+    """
+    if device is None:
+        return None
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise InvalidInputError(
+            f"device={device!r:.60} is not a torch device ({err}); use 'cpu', 'cuda', "
+            "'cuda:0', 'mps', ... or a torch.device"
+        ) from None
+    if target.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = 0 if target.index is None else target.index
+        if index >= count:
+            have = f"cuda:0..cuda:{count - 1}" if count else "no CUDA device"
+            raise InvalidInputError(
+                f"device={device!r} is not on this machine: it has {have} "
+                f"(torch.cuda.device_count() = {count})"
+            )
+    elif target.type not in ("cpu", "meta"):
+        try:
+            torch.empty(0, device=target)
+        except (RuntimeError, AssertionError) as err:
+            raise InvalidInputError(
+                f"device={device!r} is not available on this machine: {err}"
+            ) from None
+    return target
 
 
 def resolve_dtype(dtype: Any, config: GPT2Config, view: Any) -> torch.dtype:

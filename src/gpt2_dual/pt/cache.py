@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.errors import InputTypeError, InvalidInputError
 
 __all__ = ["DynamicCache", "StaticCache", "as_cache"]
 
@@ -96,8 +97,12 @@ class DynamicCache:
         keys of transformers' encoder-decoder format, are dropped: they are recomputed)."""
         cache = cls()
         for layer in past:
+            if not hasattr(layer, "__len__") or not hasattr(layer, "__getitem__"):
+                raise InputTypeError(
+                    f"a legacy cache holds (key, value) per layer; found {type(layer).__name__}"
+                )
             if len(layer) < 2:
-                raise ValueError(
+                raise InvalidInputError(
                     f"a legacy cache holds (key, value) per layer; found {len(layer)} tensor(s)"
                 )
             cache.keys.append(layer[0])
@@ -216,7 +221,7 @@ def as_cache(past_key_values: Any) -> DynamicCache | StaticCache | None:
         return DynamicCache.from_legacy_cache(past_key_values)
     if callable(getattr(past_key_values, "to_legacy_cache", None)):
         return DynamicCache.from_legacy_cache(past_key_values.to_legacy_cache())
-    raise TypeError(
+    raise InputTypeError(
         "past_key_values must be a DynamicCache, a StaticCache or a tuple of (key, value) "
         f"per layer; got {type(past_key_values).__name__}"
     )

@@ -2,10 +2,14 @@
 
 Shapes: B batch, T new tokens, P cached tokens, S' mask length, C ``n_embd``.
 
-Validation costs one device sync per forward (skipped while ``torch.compile`` traces): token
-ids (and token type ids, which index ``wte`` as in transformers) in ``[0, vocab_size)``, cached
-plus new length within ``n_positions`` (and a ``StaticCache``'s ``max_length``),
-``attention_mask`` of shape ``(B, P + T)`` (with a ``StaticCache`` also ``(B, S_max)``).
+Validation: the rules live in ``gpt2_dual._input_checks`` (shared with ``gpt2_dual.tf``);
+errors are ``gpt2_dual.errors`` classes naming the argument, the value and the limit, raised
+before any model work. Dtypes and shapes are always checked; values (ids in range, a 0/1
+mask, positions) cost one device sync per forward, plus one more when a head's labels or
+``mc_token_ids`` are given, and are skipped while ``torch.compile`` traces.
+
+Lists and numpy arrays are accepted wherever a tensor is (``model([[15496, 995]])``), as on
+the TF side: ``model(...)`` converts them to tensors on the model's device (``as_tensors``).
 
 Positions: without ``position_ids``, a mask with padding decides them: ``cumsum(mask) - 1``
 clamped at 0, continuing over the cached part. A left-padded row then gets the same positions,
@@ -21,13 +25,87 @@ states and attentions included (transformers restores only the last hidden state
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
+from gpt2_dual import _input_checks as rules
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.errors import InputTypeError, InvalidInputError
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
 
-__all__ = ["check_inputs", "fold", "positions", "unfold"]
+__all__ = ["as_tensors", "check_head_inputs", "check_inputs", "fold", "positions", "unfold"]
+
+_TENSOR_ARGS = (
+    "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
+    "encoder_hidden_states", "encoder_attention_mask", "labels", "mc_token_ids", "mc_labels",
+    "start_positions", "end_positions",
+)  # fmt: skip
+_HEAD_ARGS = ("labels", "mc_token_ids", "mc_labels", "start_positions", "end_positions")
+
+
+def spec(name: str, value: Any) -> rules.Spec | None:
+    """The shape and dtype of one input (None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise InputTypeError(
+            f"{name} must be a torch.Tensor (model(...) also takes lists and numpy arrays); "
+            f"got {type(value).__name__}"
+        )
+    dtype = value.dtype
+    kind = (
+        "b" if dtype == torch.bool
+        else "c" if dtype.is_complex
+        else "f" if dtype.is_floating_point
+        else "u" if dtype == torch.uint8
+        else "i"
+    )  # fmt: skip
+    return rules.Spec(name, tuple(value.shape), kind, str(dtype).removeprefix("torch."))
+
+
+def _to_tensor(name: str, value: Any, device: torch.device) -> Any:
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    return torch.as_tensor(rules.as_array(name, value), device=device)
+
+
+def as_tensors(model: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+    """``model(...)``'s arguments with lists and numpy arrays as tensors on its device."""
+    device = model.device
+    if args:
+        args = (_to_tensor("input_ids", args[0], device), *args[1:])
+    for name in _TENSOR_ARGS:
+        if name in kwargs:
+            kwargs[name] = _to_tensor(name, kwargs[name], device)
+    return args, kwargs
+
+
+def check_head_inputs(model: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Rules of a head's own inputs (labels, ``mc_token_ids``, ...), before the backbone runs."""
+    if model.head == "base":
+        return
+    input_ids = args[0] if args else kwargs.get("input_ids")
+    given = {"input_ids": spec("input_ids", input_ids)}
+    given["inputs_embeds"] = spec("inputs_embeds", kwargs.get("inputs_embeds"))
+    lead, T = rules.check_backbone(model.config, model.head, given)
+    specs = {n: spec(n, kwargs.get(n)) for n in _HEAD_ARGS}
+    found = rules.check_head(model.config, model.head, lead, T, specs)
+    if found and not torch.compiler.is_compiling():
+        _check_values([(r, kwargs[r.name]) for r in found])
+
+
+def _check_values(pairs: list[tuple[rules.Rule, torch.Tensor]], extra=None) -> list[int]:
+    """Evaluate every rule in one device sync; raise for the first broken one. ``extra``:
+    more 0-d tensors to fetch in the same sync (their values are returned)."""
+    probes = [rules.violations(t, r).any() for r, t in pairs] + list(extra or ())
+    if not probes:
+        return []
+    values = torch.stack([p.to(torch.long).reshape(()) for p in probes]).tolist()
+    for (rule, tensor), bad in zip(pairs, values, strict=False):
+        if bad:
+            rules.raise_for(tensor.detach().cpu().numpy(), rule)
+    return values[len(pairs) :]
 
 
 def check_inputs(
@@ -40,100 +118,68 @@ def check_inputs(
     encoder: torch.Tensor | None,
     encoder_mask: torch.Tensor | None,
     dtype: torch.dtype,
+    position_ids: torch.Tensor | None = None,
+    head: str = "base",
 ) -> tuple[int | torch.Tensor, bool | None]:
-    """Validate the inputs of one forward.
+    """Validate the inputs of one forward (rules: ``gpt2_dual._input_checks``).
 
     Returns:
         The cached length (an int; a 0-d tensor with a ``StaticCache``) and whether the mask
         has padding (None when unknown: while compiling).
 
     Raises:
-        ValueError: the message names the input, the offending value or shape, and the limit.
+        InvalidInputError, InputTypeError, OutOfRangeError: the message names the input, the
+            offending value or shape, and the limit.
     """
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError(
-            "You cannot specify both input_ids and inputs_embeds at the same time"
-            if input_ids is not None
-            else "You have to specify either input_ids or inputs_embeds"
-        )
+    given = {
+        "input_ids": input_ids, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids, "position_ids": position_ids,
+        "encoder_hidden_states": encoder, "encoder_attention_mask": encoder_mask,
+    }  # fmt: skip
+    specs = {name: spec(name, value) for name, value in given.items()}
+    lead, T = rules.check_backbone(config, head, specs)
     if encoder is not None and not config.add_cross_attention:
-        raise ValueError(
+        raise InvalidInputError(
             "encoder_hidden_states were given but the model has no cross-attention; build it "
             "with config.add_cross_attention=True"
         )
     if encoder is not None and encoder_mask is not None:
         if tuple(encoder_mask.shape) != tuple(encoder.shape[:2]):
-            raise ValueError(
+            raise InvalidInputError(
                 f"encoder_attention_mask has shape {tuple(encoder_mask.shape)}; expected "
                 f"{tuple(encoder.shape[:2])} (batch, encoder length)"
             )
-    shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1])
-    T = shape[-1]
-    past = cache.past_length() if cache is not None else 0
+    rows = math.prod(lead)
     static = isinstance(cache, StaticCache)
     if static:
-        _check_static(cache, shape, dtype)
+        _check_static(cache, rows, dtype)
+        buffers = zip(cache.keys, cache.values, strict=True)
+        rules.check_cache(config, [(k.shape, v.shape) for k, v in buffers], rows)
+    elif cache is not None:
+        rules.check_cache(config, [(k.shape, v.shape) for k, v in cache], rows)
+    past = cache.past_length() if cache is not None else 0
     if torch.compiler.is_compiling():
         return past, (None if attention_mask is not None else False)
-    values = _probe(input_ids, token_type_ids, attention_mask, past)  # the one device sync
-    for name, ids in (("input_ids", input_ids), ("token_type_ids", token_type_ids)):
-        _check_ids(name, ids, values, config.vocab_size)
-    past_int = values.get("past", past)
-    if past_int + T > config.n_positions:
-        raise ValueError(
-            f"sequence length {past_int + T} ({past_int} cached + {T} new tokens) exceeds "
-            f"n_positions={config.n_positions}"
-        )
-    if static and past_int + T > cache.max_length:
-        raise ValueError(
-            f"the StaticCache holds max_length={cache.max_length} positions; {past_int} cached "
-            f"+ {T} new tokens do not fit"
-        )
+    checks = [(r, given[n]) for n, r in rules.forward_rules(config).items() if given[n] is not None]
+    extra = [attention_mask.all()] if attention_mask is not None else []
+    extra += [past] if isinstance(past, torch.Tensor) else []
+    fetched = _check_values(checks, extra)  # the one device sync
+    past_int = fetched[-1] if isinstance(past, torch.Tensor) else past
+    max_length = cache.max_length if static else None
+    rules.check_length(config, past_int, T, max_length)
     if attention_mask is not None:
-        allowed = [(*shape[:-1], past_int + T)]
-        if static:
-            allowed.append((*shape[:-1], cache.max_length))
-        if tuple(attention_mask.shape) not in allowed:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
-                f"{' or '.join(str(a) for a in allowed)} (batch, {past_int} cached + {T} new "
-                "tokens)"
-            )
-    padded = attention_mask is not None and not values["mask_all"]
+        rules.check_mask_shape(attention_mask.shape, lead, past_int, T, max_length)
+    padded = attention_mask is not None and not fetched[0]
     return (past if static else past_int), padded
 
 
-def _probe(input_ids, token_type_ids, attention_mask, past) -> dict[str, int]:
-    """Every data-dependent fact the checks need, fetched in one device sync."""
-    probes = {}
-    for name, ids in (("input_ids", input_ids), ("token_type_ids", token_type_ids)):
-        if ids is not None and ids.numel():
-            probes[f"{name}.min"], probes[f"{name}.max"] = ids.min(), ids.max()
-    if attention_mask is not None:
-        probes["mask_all"] = attention_mask.all()
-    if isinstance(past, torch.Tensor):
-        probes["past"] = past
-    values = torch.stack([p.to(torch.long) for p in probes.values()]).tolist() if probes else []
-    return dict(zip(probes, values, strict=True))
-
-
-def _check_ids(name: str, ids, values: dict[str, int], vocab_size: int) -> None:
-    low, high = values.get(f"{name}.min", 0), values.get(f"{name}.max", 0)
-    if ids is None or (low >= 0 and high < vocab_size):
-        return
-    where = tuple(((ids < 0) | (ids >= vocab_size)).nonzero()[0].tolist())
-    raise ValueError(
-        f"{name}{list(where)} = {int(ids[where])} is out of range: ids must be in "
-        f"[0, vocab_size={vocab_size})"
-    )
-
-
-def _check_static(cache: StaticCache, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    rows = math.prod(shape[:-1])
+def _check_static(cache: StaticCache, rows: int, dtype: torch.dtype) -> None:
     if rows != cache.batch_size:
-        raise ValueError(f"the StaticCache holds {cache.batch_size} rows; the input has {rows}")
+        raise InvalidInputError(
+            f"the StaticCache holds {cache.batch_size} rows; the input has {rows}"
+        )
     if dtype != cache.dtype:
-        raise ValueError(f"the StaticCache is {cache.dtype}; the model is {dtype}")
+        raise InvalidInputError(f"the StaticCache is {cache.dtype}; the model is {dtype}")
 
 
 def fold(*tensors):

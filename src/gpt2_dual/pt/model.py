@@ -26,7 +26,7 @@ from gpt2_dual.outputs import BaseModelOutput
 from gpt2_dual.pt import weights as _weights
 from gpt2_dual.pt.attention import Attention, AttentionMask, causal_mask, check_backend
 from gpt2_dual.pt.cache import DynamicCache, StaticCache, as_cache
-from gpt2_dual.pt.inputs import check_inputs, fold, positions, unfold
+from gpt2_dual.pt.inputs import as_tensors, check_head_inputs, check_inputs, fold, positions, unfold
 from gpt2_dual.pt.layers import MLP, Block
 from gpt2_dual.pt.linear import Conv1D
 from gpt2_dual.pt.training import TrainingMixin
@@ -94,6 +94,13 @@ class GPT2PreTrainedModel(TrainingMixin, nn.Module, PushToHubMixin):
         init = cls.__dict__.get("__init__")
         if init is not None and not init.__doc__:
             init.__doc__ = _INIT_DOC.format(name=cls.__name__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``forward`` after converting lists and numpy arrays to tensors on the model's device
+        and checking the head's own inputs (labels, ``mc_token_ids``; ``inputs.py``)."""
+        args, kwargs = as_tensors(self, args, kwargs)
+        check_head_inputs(self, args, kwargs)
+        return super().__call__(*args, **kwargs)
 
     # ----------------------------------------------------------------- weights
     # Thin wrappers: help() shows the implementation's full docstring and signature (api_of).
@@ -296,7 +303,7 @@ class GPT2Model(GPT2PreTrainedModel):
             cache = DynamicCache()
         past, padded = check_inputs(
             self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, cache,
-            encoder_hidden_states, encoder_attention_mask, self.wte.weight.dtype,
+            encoder_hidden_states, encoder_attention_mask, self.wte.weight.dtype, position_ids,
         )  # fmt: skip
         lead, (input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids) = fold(
             input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids

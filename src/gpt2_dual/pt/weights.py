@@ -238,6 +238,9 @@ def from_pretrained(
     Raises:
         CheckpointError: tensors missing, unexpected or misshapen (all named).
         FileNotFoundError: no weight file; the message lists the files looked for.
+        InvalidInputError: ``device`` is not a device of this machine (``"banana"``,
+            ``"cuda:7"`` without it).
+        MalformedFileError: a file is not what its name says (named).
         pickle.UnpicklingError: a ``.bin`` holds objects other than tensors.
         TypeError: an override is not a GPT2Config field.
 
@@ -256,6 +259,7 @@ def from_pretrained(
     dtype, device = files.transformers_aliases(
         dtype, device, torch_dtype=torch_dtype, device_map=device_map
     )
+    device = files.check_device(device)
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     hub.update(token=token, subfolder=subfolder)
     config = loading.build_config(path_or_repo_id, config, hub, config_overrides)
@@ -268,14 +272,15 @@ def from_pretrained(
         view = H5Reader(found.files)
     else:
         view = loading.CanonicalView(files.read_bin(found.files))
-    dtype = files.resolve_dtype(dtype, config, view)
-    with torch.device("meta"), files.NoInitOnMeta():
-        model = cls(config, attn_implementation=attn_implementation).to(dtype)
+    # Config against checkpoint, shapes and dtypes only, before anything is built.
     plan = loading.plan_load(config, cls.head, view)
     loading.check_policy(
         cls.__name__, plan.report, strict=strict, where=str(path_or_repo_id), logger=logger
     )
-    loading.check_fit(cls.__name__, plan, strict=False)  # shapes
+    loading.check_fit(cls.__name__, plan, strict=False)  # shapes and dtypes
+    dtype = files.resolve_dtype(dtype, config, view)
+    with torch.device("meta"), files.NoInitOnMeta():
+        model = cls(config, attn_implementation=attn_implementation).to(dtype)
     loading.check_tied(cls.__name__, view, plan.report, _equal, logger)
     _adopt(model, view, plan, torch.device(device or "cpu"), dtype)
     if hasattr(model, "generate"):

@@ -37,6 +37,7 @@ import tensorflow as tf
 from keras import ops
 
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.errors import InputTypeError, InvalidInputError
 
 __all__ = ["DynamicCache", "StaticCache", "as_cache", "keras_tree_node"]
 
@@ -126,8 +127,12 @@ class DynamicCache:
         TF format, one ``(2, B, H, S, D)`` tensor per layer, is accepted too."""
         cache = cls()
         for layer in past:
+            if not hasattr(layer, "__len__") or not hasattr(layer, "__getitem__"):
+                raise InputTypeError(
+                    f"a legacy cache holds (key, value) per layer; found {type(layer).__name__}"
+                )
             if len(layer) < 2:
-                raise ValueError(
+                raise InvalidInputError(
                     f"a legacy cache holds (key, value) per layer; found {len(layer)} tensor(s)"
                 )
             cache.keys.append(layer[0])
@@ -285,7 +290,7 @@ def as_cache(past_key_values: Any) -> DynamicCache | StaticCache | None:
         return DynamicCache.from_legacy_cache(past_key_values)
     if callable(getattr(past_key_values, "to_legacy_cache", None)):
         return DynamicCache.from_legacy_cache(past_key_values.to_legacy_cache())
-    raise TypeError(
+    raise InputTypeError(
         "past_key_values must be a DynamicCache, a StaticCache or a tuple of (key, value) "
         f"per layer; got {type(past_key_values).__name__}"
     )

@@ -327,7 +327,7 @@ class GPT2ForSequenceClassification(_HeadModel):
             ValueError: batch larger than 1 without ``config.pad_token_id``.
         """
         pad = self.config.pad_token_id
-        input_ids = as_tensor(input_ids, "int32")
+        input_ids = as_tensor(input_ids)  # checked and cast to int32 by the backbone
         batch = (input_ids if input_ids is not None else as_tensor(inputs_embeds)).shape[0]
         if pad is None and batch != 1:  # None (unknown while tracing) is refused too
             raise InputError("Cannot handle batch sizes > 1 if no padding token is defined.")

@@ -4,12 +4,18 @@ Shapes: B batch, T new tokens, P cached tokens, S' mask length, C ``n_embd``.
 
 Conversion: lists and numpy arrays become tensors; ids, masks and positions int32.
 
-Validation, run eagerly: token ids (and token type ids, which index ``wte`` as in transformers)
-in ``[0, vocab_size)``, cached plus new length within ``n_positions`` (and a ``StaticCache``'s
-``max_length``), ``attention_mask`` of shape ``(B, P + T)`` (with a ``StaticCache`` also
-``(B, S_max)``). Inside ``tf.function``/XLA only static facts are checked: reading values would
-need a host sync, and XLA's gather clamps out-of-range ids instead of failing (as
-``torch.compile`` skips the checks on the PyTorch side).
+Validation: the rules live in ``gpt2_dual._input_checks`` (shared with ``gpt2_dual.pt``);
+errors are ``gpt2_dual.errors`` classes naming the argument, the value and the limit, raised
+before any model work, the same class and message as on the PyTorch side. Dtypes are checked
+before any cast (float ids are refused, never truncated).
+
+Compiled calls: inside ``tf.function``/XLA only static facts are checked (dtypes, ranks, the
+shapes and lengths known while tracing). Values (ids, positions and labels in range, a 0/1
+mask) are checked only in eager calls: reading them would need a host sync,
+``tf.debugging`` assertions do not compile under XLA, and XLA's gather clamps out-of-range
+ids instead of failing. ``generate`` checks its prompt on the host before compiling
+(``_generation_checks.check_prompt``); other compiled callers must pass valid values, as
+``torch.compile`` callers must on the PyTorch side.
 
 Positions: without ``position_ids``, a mask with padding decides them: ``cumsum(mask) - 1``
 clamped at 0, continuing over the cached part. A left-padded row then gets the same positions,
@@ -28,7 +34,6 @@ such a list into keywords (``POSITIONAL_ORDER``, per head).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -36,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from gpt2_dual import _input_checks as rules
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.errors import GPT2DualError
 from gpt2_dual.tf.cache import DynamicCache, StaticCache
@@ -44,6 +50,7 @@ __all__ = [
     "POSITIONAL_ORDER",
     "InputError",
     "as_tensor",
+    "check_head_inputs",
     "check_inputs",
     "fold",
     "from_list",
@@ -65,7 +72,7 @@ class InputError(GPT2DualError, ValueError):
 
 def as_tensor(value: Any, dtype: str | None = None) -> tf.Tensor | None:
     """Lists and numpy arrays to tensors (None stays None), cast to ``dtype`` when given (to
-    int32, a float or bool mask becomes 0/1)."""
+    int32, a bool or 0/1 float mask becomes 0/1)."""
     if value is None:
         return None
     tensor = ops.convert_to_tensor(value)
@@ -74,9 +81,58 @@ def as_tensor(value: Any, dtype: str | None = None) -> tf.Tensor | None:
     return ops.cast(tensor, dtype)
 
 
+def convert(name: str, value: Any) -> tf.Tensor | None:
+    """``as_tensor`` without a cast, refusing strings and ragged lists with gpt2_dual errors."""
+    if value is None or isinstance(value, tf.Tensor | tf.Variable):
+        return value
+    if isinstance(value, list | tuple | np.ndarray | np.generic | int | float | bool | str | bytes):
+        value = rules.as_array(name, value)
+    return ops.convert_to_tensor(value)
+
+
+def spec(name: str, value: Any) -> rules.Spec | None:
+    """The shape and dtype of one input (None stays None)."""
+    if value is None:
+        return None
+    dtype = tf.as_dtype(value.dtype)
+    kind = (
+        "b" if dtype.is_bool
+        else "c" if dtype.is_complex
+        else "f" if dtype.is_floating
+        else ("u" if dtype.is_unsigned else "i") if dtype.is_integer
+        else "U" if dtype == tf.string
+        else "O"
+    )  # fmt: skip
+    return rules.Spec(name, tuple(value.shape), kind, dtype.name)
+
+
 def is_int(value: Any, number: int) -> bool:
     """``value == number`` for a Python int; False for a tensor (unknown while tracing)."""
     return isinstance(value, int) and value == number
+
+
+_TENSOR_ARGS = (
+    "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
+    "encoder_hidden_states", "encoder_attention_mask", "labels", "mc_token_ids", "mc_labels",
+    "start_positions", "end_positions",
+)  # fmt: skip
+_HEAD_ARGS = ("labels", "mc_token_ids", "mc_labels", "start_positions", "end_positions")
+
+
+def check_head_inputs(config: GPT2Config, head: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with every array-like argument a tensor (not cast), after the head's own rules
+    (labels, ``mc_token_ids``, ...): shapes always, values when eager."""
+    kwargs = {k: convert(k, v) if k in _TENSOR_ARGS else v for k, v in kwargs.items()}
+    if head == "base":
+        return kwargs
+    given = {n: spec(n, kwargs.get(n)) for n in ("input_ids", "inputs_embeds")}
+    lead, T = rules.check_backbone(config, head, given)
+    specs = {n: spec(n, kwargs.get(n)) for n in _HEAD_ARGS}
+    found = rules.check_head(config, head, lead, T, specs)
+    if tf.executing_eagerly():
+        for rule in found:
+            rules.raise_for(kwargs[rule.name].numpy(), rule)
+    return kwargs
 
 
 def check_inputs(
@@ -89,23 +145,38 @@ def check_inputs(
     encoder: tf.Tensor | None,
     encoder_mask: tf.Tensor | None,
     dtype: str,
+    position_ids: tf.Tensor | None = None,
 ) -> tuple[int | tf.Tensor, bool | None]:
-    """Validate the inputs of one forward.
+    """Validate the inputs of one forward (rules: ``gpt2_dual._input_checks``), before any cast.
 
     Returns:
         The cached length (an int; a 0-d tensor with a ``StaticCache`` while tracing) and
         whether the mask has padding (None when unknown: while tracing).
 
     Raises:
-        InputError: a ``ValueError`` naming the input, the offending value or shape, and the
-            limit.
+        InvalidInputError, InputTypeError, OutOfRangeError: naming the input, the offending
+            value or shape, and the limit (marked so Keras does not rewrite them).
     """
-    if (input_ids is None) == (inputs_embeds is None):
-        raise InputError(
-            "You cannot specify both input_ids and inputs_embeds at the same time"
-            if input_ids is not None
-            else "You have to specify either input_ids or inputs_embeds"
-        )
+    try:
+        return _check_inputs(
+            config, input_ids, inputs_embeds, attention_mask, token_type_ids, cache, encoder,
+            encoder_mask, dtype, position_ids,
+        )  # fmt: skip
+    except GPT2DualError as err:
+        err._keras_call_info_injected = True  # Keras' own "already explained" marker
+        raise
+
+
+def _check_inputs(
+    config, input_ids, inputs_embeds, attention_mask, token_type_ids, cache, encoder,
+    encoder_mask, dtype, position_ids,
+):  # fmt: skip
+    given = {
+        "input_ids": input_ids, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids, "position_ids": position_ids,
+        "encoder_hidden_states": encoder, "encoder_attention_mask": encoder_mask,
+    }  # fmt: skip
+    lead, T = rules.check_backbone(config, "base", {n: spec(n, v) for n, v in given.items()})
     if encoder is not None and not config.add_cross_attention:
         raise InputError(
             "encoder_hidden_states were given but the model has no cross-attention; build it "
@@ -118,62 +189,31 @@ def check_inputs(
                 f"encoder_attention_mask has shape {tuple(encoder_mask.shape)}; expected "
                 f"{expected} (batch, encoder length)"
             )
-    shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1])
-    T = shape[-1]
-    past = cache.get_seq_length() if cache is not None else 0
+    rows = rules.rows_of(lead)
     static = isinstance(cache, StaticCache)
     if static:
-        _check_static(cache, shape, dtype)
+        _check_static(cache, rows, dtype)
+    if cache is not None:
+        layers = zip(cache.keys, cache.values, strict=True)
+        rules.check_cache(config, [(tuple(k.shape), tuple(v.shape)) for k, v in layers], rows)
+    past = cache.get_seq_length() if cache is not None else 0
+    max_length = cache.max_length if static else None
     if not tf.executing_eagerly():  # traced: static facts only
         if isinstance(past, int) and T is not None:
-            _check_length(config, cache, past, T)
+            rules.check_length(config, past, T, max_length)
         return past, (None if attention_mask is not None else False)
-    for name, ids in (("input_ids", input_ids), ("token_type_ids", token_type_ids)):
-        _check_ids(name, ids, config.vocab_size)
-    _check_length(config, cache, past, T)
+    for name, rule in rules.forward_rules(config).items():
+        if given[name] is not None:
+            rules.raise_for(given[name].numpy(), rule)
+    rules.check_length(config, past, T, max_length)
     if attention_mask is not None:
-        allowed = [(*shape[:-1], past + T)]
-        if static:
-            allowed.append((*shape[:-1], cache.max_length))
-        if tuple(attention_mask.shape) not in allowed:
-            raise InputError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
-                f"{' or '.join(str(a) for a in allowed)} (batch, {past} cached + {T} new "
-                "tokens)"
-            )
+        rules.check_mask_shape(attention_mask.shape, lead, past, T, max_length)
     padded = attention_mask is not None and not bool(np.all(attention_mask.numpy()))
     return past, padded
 
 
-def _check_length(config: GPT2Config, cache, past: int, T: int) -> None:
-    if past + T > config.n_positions:
-        raise InputError(
-            f"sequence length {past + T} ({past} cached + {T} new tokens) exceeds "
-            f"n_positions={config.n_positions}"
-        )
-    if isinstance(cache, StaticCache) and past + T > cache.max_length:
-        raise InputError(
-            f"the StaticCache holds max_length={cache.max_length} positions; {past} cached "
-            f"+ {T} new tokens do not fit"
-        )
-
-
-def _check_ids(name: str, ids: tf.Tensor | None, vocab_size: int) -> None:
-    if ids is None:
-        return
-    values = ids.numpy()
-    bad = np.argwhere((values < 0) | (values >= vocab_size))
-    if len(bad):
-        where = tuple(int(i) for i in bad[0])
-        raise InputError(
-            f"{name}{list(where)} = {int(values[where])} is out of range: ids must be in "
-            f"[0, vocab_size={vocab_size})"
-        )
-
-
-def _check_static(cache: StaticCache, shape: tuple[int | None, ...], dtype: str) -> None:
-    if None not in shape[:-1] and math.prod(shape[:-1]) != cache.batch_size:
-        rows = math.prod(shape[:-1])
+def _check_static(cache: StaticCache, rows: int | None, dtype: str) -> None:
+    if rows is not None and rows != cache.batch_size:
         raise InputError(f"the StaticCache holds {cache.batch_size} rows; the input has {rows}")
     if keras.backend.standardize_dtype(dtype) != cache.dtype:
         raise InputError(f"the StaticCache is {cache.dtype}; the model is {dtype}")

@@ -33,7 +33,16 @@ from gpt2_dual.tf import weights as _weights
 from gpt2_dual.tf.attention import AttentionMask, causal_mask
 from gpt2_dual.tf.cache import DynamicCache, StaticCache, as_cache
 from gpt2_dual.tf.embeddings import EmbeddingsMixin
-from gpt2_dual.tf.inputs import as_tensor, check_inputs, fold, from_list, is_int, positions, unfold
+from gpt2_dual.tf.inputs import (
+    as_tensor,
+    check_head_inputs,
+    check_inputs,
+    fold,
+    from_list,
+    is_int,
+    positions,
+    unfold,
+)
 from gpt2_dual.tf.layers import Block, layer_norm
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
 from gpt2_dual.tf.training import KerasTrainingMixin
@@ -134,9 +143,9 @@ class GPT2PreTrainedModel(KerasTrainingMixin, EmbeddingsMixin, keras.Model, Push
             if "input_ids" in kwargs:
                 raise TypeError("input_ids given both positionally and as a keyword")
             kwargs["input_ids"] = inputs
-        # Everything goes by keyword, and call() converts it (as_tensor): Keras would autocast
-        # float labels to the compute dtype and refuse lists given positionally.
-        return super().__call__(**kwargs)
+        # Everything goes by keyword, as tensors not yet cast (dtypes are checked first): Keras
+        # would autocast float labels to the compute dtype and refuse lists given positionally.
+        return super().__call__(**check_head_inputs(self.config, self.head, kwargs))
 
     # ----------------------------------------------------------------- weights
     # Thin wrappers: help() shows the implementation's full docstring and signature (api_of).
@@ -316,6 +325,19 @@ class GPT2Model(GPT2PreTrainedModel):
             ValueError: invalid inputs (see the module docstring).
         """
         use_cache = self.config.use_cache if use_cache is None else use_cache
+        ints = (input_ids, attention_mask, token_type_ids, position_ids, encoder_attention_mask)
+        input_ids, attention_mask, token_type_ids, position_ids, encoder_attention_mask = map(
+            as_tensor, ints
+        )
+        floats = (inputs_embeds, encoder_hidden_states)
+        inputs_embeds, encoder_hidden_states = map(as_tensor, floats)
+        cache = as_cache(past_key_values)
+        if cache is None and use_cache:
+            cache = DynamicCache()
+        past, padded = check_inputs(  # before any cast: float ids are refused, not truncated
+            self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, cache,
+            encoder_hidden_states, encoder_attention_mask, self.compute_dtype, position_ids,
+        )  # fmt: skip
         input_ids, attention_mask, token_type_ids, position_ids, encoder_attention_mask = (
             as_tensor(t, "int32")
             for t in (input_ids, attention_mask, token_type_ids, position_ids,
@@ -324,13 +346,6 @@ class GPT2Model(GPT2PreTrainedModel):
         inputs_embeds, encoder_hidden_states = (
             as_tensor(t, self.compute_dtype) for t in (inputs_embeds, encoder_hidden_states)
         )
-        cache = as_cache(past_key_values)
-        if cache is None and use_cache:
-            cache = DynamicCache()
-        past, padded = check_inputs(
-            self.config, input_ids, inputs_embeds, attention_mask, token_type_ids, cache,
-            encoder_hidden_states, encoder_attention_mask, self.compute_dtype,
-        )  # fmt: skip
         lead, (input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids) = fold(
             input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids
         )

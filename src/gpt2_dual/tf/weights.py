@@ -241,12 +241,14 @@ def from_pretrained(
         view = H5Reader(found.files)
     else:
         view = hf.SafetensorsReader(found.files)
-    policy = _resolve_dtype(dtype, config, view)
-    model = cls(config) if policy is None else cls(config, dtype=policy)
+    # Config against checkpoint, shapes and dtypes only, before the model is built.
     plan = loading.plan_load(config, cls.head, view)
     loading.check_policy(
         cls.__name__, plan.report, strict=strict, where=str(path_or_repo_id), logger=logger
     )
+    loading.check_fit(cls.__name__, plan, strict=False)
+    policy = _resolve_dtype(dtype, config, view)
+    model = cls(config) if policy is None else cls(config, dtype=policy)
     _load(model, view, strict=False)
     _check_covered(model)
     if hasattr(model, "generate"):
