@@ -275,9 +275,14 @@ def machine_facts() -> list[str]:
         platform.processor(),
     )
     flags = open("/proc/cpuinfo").read()
+    from gpt2_dual.cpu import cpu_info
+    from gpt2_dual.pt.linear import _STATE
+
     return [
         f"- CPU: {cpu}, {os.cpu_count()} logical cores; AVX-512: {'avx512f' in flags}, "
         f"AVX-512 BF16: {'avx512_bf16' in flags}",
+        f"- gpt2_dual CPU rule: {cpu_info().describe()}; float32 products on oneDNN in this "
+        f"run: {_STATE['onednn']}",
         f"- torch {torch.__version__} (threads: {torch.get_num_threads()}, BLAS: "
         f"{'MKL' if torch.backends.mkl.is_available() else 'other'}, "
         f"mkldnn available: {torch.backends.mkldnn.is_available()}, CPU capability: "

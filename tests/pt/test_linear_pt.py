@@ -13,6 +13,7 @@ from gpt2_dual.pt.linear import (  # noqa: E402
     Conv1D,
     bf16_packing_available,
     onednn_available,
+    onednn_by_default,
     packed_weights,
     use_onednn,
 )
@@ -24,7 +25,7 @@ needs_onednn = pytest.mark.skipif(not onednn_available(), reason="no oneDNN in t
 @pytest.fixture
 def onednn_default():
     yield
-    use_onednn(onednn_available())
+    use_onednn(onednn_by_default())
 
 
 def _model(tie: bool):

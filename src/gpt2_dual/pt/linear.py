@@ -7,9 +7,12 @@ transformers' tensor for tensor and ``from_pretrained`` can use a checkpoint's t
 place. ``linear(x, weight, bias, out_in=...)`` is the one product both it and ``Linear``
 (the heads' ``nn.Linear``, weight ``(N, K)``) call.
 
-On CPU in float32 the product runs on oneDNN, which ships inside PyTorch
-(``torch.ops.mkldnn._linear_pointwise``): PyTorch's own float32 path is MKL's sgemm, whose
-AVX2 code AMD CPUs get. Both are IEEE float32 GEMMs with float32 accumulation; only the
+On CPU in float32, on the CPUs where it is faster, the product runs on oneDNN, which ships
+inside PyTorch (``torch.ops.mkldnn._linear_pointwise``): PyTorch's own float32 path is MKL's
+sgemm, whose AVX2 code AMD CPUs get, while Intel CPUs get MKL's best code. The choice is made
+by what the CPU is (``gpt2_dual.cpu.float32_path``: oneDNN on AMD x86, PyTorch's kernels on
+Intel and elsewhere), never by where it was measured; ``GPT2_DUAL_ONEDNN=0/1`` and
+``use_onednn`` override it. Both are IEEE float32 GEMMs with float32 accumulation; only the
 summation order differs (logits stay within 1e-5 of transformers). Measured on a 2-core AMD
 EPYC (``benchmarks/results/gemm_cpu.md``, one thread): 63-66 against 92-99 GFLOP/s on the LM
 head's forward, 91-103 against 101-112 on the blocks'. A single row (a decode step) takes
@@ -42,6 +45,7 @@ __all__ = [
     "bf16_packing_available",
     "linear",
     "onednn_available",
+    "onednn_by_default",
     "packed_weights",
     "use_onednn",
 ]
@@ -52,13 +56,24 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-_STATE = {"onednn": onednn_available()}
+def onednn_by_default() -> bool:
+    """Whether CPU float32 products start on oneDNN in this process: oneDNN is in the build
+    and the CPU rule (``gpt2_dual.cpu``: AMD x86 yes, Intel x86 and others no) or the
+    ``GPT2_DUAL_ONEDNN`` environment variable says so."""
+    from gpt2_dual.cpu import onednn_default
+
+    return onednn_available() and onednn_default()
+
+
+_STATE = {"onednn": onednn_by_default()}
 
 
 def use_onednn(enabled: bool) -> None:
     """Turn the oneDNN path for CPU float32 products on or off, process-wide.
 
-    On by default where ``onednn_available()``. Off, every product runs PyTorch's own kernels.
+    The default is ``onednn_by_default()``: decided by what the CPU is (``gpt2_dual.cpu``),
+    overridable with ``GPT2_DUAL_ONEDNN=0/1``. Off, every product runs PyTorch's own kernels
+    (MKL on x86).
 
     Raises:
         RuntimeError: ``enabled`` without oneDNN in this PyTorch build.

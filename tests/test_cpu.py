@@ -1,0 +1,116 @@
+"""The float32 product path is chosen by what the CPU is (``gpt2_dual.cpu``), deterministically,
+with the environment variable and ``use_onednn`` as overrides; both paths give transformers'
+numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gpt2_dual.cpu import ENV_ONEDNN, CpuInfo, cpu_info, float32_path, onednn_default, parse_cpuinfo
+from gpt2_dual.errors import InvalidInputError
+
+EPYC = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model name\t: AMD EPYC 9B14
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9B14
+"""
+SAPPHIRE_RAPIDS = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+GRAVITON = """processor\t: 0
+BogoMIPS\t: 2100.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid
+CPU implementer\t: 0x41
+CPU part\t: 0xd0c
+"""
+
+
+@pytest.mark.parametrize(
+    "text, machine, vendor, family, flags, path",
+    [
+        (EPYC, "x86_64", "AMD", "amd-epyc", ("avx2", "avx512f", "avx512_bf16", "fma"), "onednn"),
+        (SAPPHIRE_RAPIDS, "x86_64", "Intel", "intel-xeon",
+         ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma"), "mkl"),
+        (GRAVITON, "aarch64", "ARM", "arm", (), "torch"),
+    ],
+    ids=["amd-epyc", "intel-sapphire-rapids", "arm-graviton"],
+)  # fmt: skip
+def test_the_path_follows_from_the_cpu_description(text, machine, vendor, family, flags, path):
+    info = parse_cpuinfo(text, machine)
+    assert (info.vendor, info.family, info.flags) == (vendor, family, flags)
+    assert float32_path(info) == path
+    assert parse_cpuinfo(text, machine) == info  # deterministic
+    assert onednn_default(info, environ={}) == (path == "onednn")
+    assert info.describe().endswith(f"float32 path: {path}")
+
+
+def test_apple_silicon_and_unknown_cpus_keep_pytorchs_kernels():
+    assert float32_path(CpuInfo("Apple", "arm", "arm64", ())) == "torch"
+    assert float32_path(CpuInfo("unknown", "?", "x86_64", ())) == "torch"
+    assert float32_path(CpuInfo("AMD", "AMD EPYC", "aarch64", ())) == "torch"
+
+
+def test_the_environment_variable_overrides_the_rule():
+    amd, intel = parse_cpuinfo(EPYC, "x86_64"), parse_cpuinfo(SAPPHIRE_RAPIDS, "x86_64")
+    assert onednn_default(intel, environ={ENV_ONEDNN: "1"}) is True
+    assert onednn_default(amd, environ={ENV_ONEDNN: "0"}) is False
+    assert onednn_default(amd, environ={ENV_ONEDNN: ""}) is True
+    with pytest.raises(InvalidInputError) as info:
+        onednn_default(amd, environ={ENV_ONEDNN: "yes"})
+    assert str(info.value) == "GPT2_DUAL_ONEDNN='yes': use 1 (oneDNN) or 0 (PyTorch's kernels)"
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_the_environment_variable_sets_the_default_of_a_new_process(value):
+    pytest.importorskip("torch")
+    code = "from gpt2_dual.pt import linear; print(linear._STATE['onednn'])"
+    env = {**__import__("os").environ, ENV_ONEDNN: value}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()  # fmt: skip
+    from gpt2_dual.pt.linear import onednn_available
+
+    assert out == str(value == "1" and onednn_available())
+
+
+def test_this_machine_gets_the_rules_default():
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from gpt2_dual.pt import linear
+
+    expected = linear.onednn_available() and float32_path(cpu_info()) == "onednn"
+    if ENV_ONEDNN not in __import__("os").environ:
+        assert linear.onednn_by_default() == expected
+
+
+@pytest.mark.parametrize("onednn", [False, True], ids=["pytorch-kernels", "onednn"])
+def test_both_paths_give_transformers_numbers(tmp_path, onednn):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from cases import assert_close, tiny_config
+    from frameworks import PT, random_state
+    from gpt2_dual.pt import linear
+
+    if onednn and not linear.onednn_available():
+        pytest.skip("no oneDNN in this torch build")
+    config = tiny_config()
+    PT.build("lm", config, random_state(config, "lm")).save_pretrained(tmp_path)
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, config.vocab_size, (3, 7)))
+    before = linear._STATE["onednn"]
+    try:
+        linear.use_onednn(onednn)
+        ours = PT.load("lm", tmp_path)
+        with torch.no_grad():
+            assert_close(ours(input_ids=ids).logits.numpy(), theirs(input_ids=ids).logits.numpy())
+    finally:
+        linear.use_onednn(before)
