@@ -3,15 +3,15 @@
 Both libraries run in the same process on the same weights (a gpt2 124M-shaped model with
 random weights, dropout off) and the same inputs; every variant's output is compared with
 transformers' before it is timed. Variants of our model are measured as well: PyTorch's own
-float32 matmuls (``gpt2_dual.pt.linear.use_onednn(False)``; the default runs them on oneDNN)
-and ``torch.compile``.
+float32 matmuls on the path the CPU rule did not pick (``gpt2_dual.cpu``: oneDNN on AMD x86,
+PyTorch's MKL kernels on Intel; ``use_onednn`` flips it) and ``torch.compile``.
 Timings interleave the variants round by round, so a burst of load from other processes
 hits all of them alike; the table gives the best and the median call. Loading is measured
 in fresh subprocesses on a gpt2-medium-shaped checkpoint written by transformers'
 ``save_pretrained``.
 
 Usage:
-    python benchmarks/bench_pt.py                # full run, writes benchmarks/results/pt_cpu.md
+    python benchmarks/bench_pt.py                # full run, writes results/pt_cpu_<cpu family>.md
     python benchmarks/bench_pt.py --quick        # no torch.compile variants, fewer rounds
 """
 
@@ -35,9 +35,11 @@ import transformers
 import gpt2_dual.pt as gpt
 from gpt2_dual import GPT2Config
 from gpt2_dual._io import atomic_write_text
-from gpt2_dual.pt.linear import onednn_available, use_onednn
+from gpt2_dual.cpu import cpu_info
+from gpt2_dual.pt.linear import onednn_available, onednn_by_default, use_onednn
 
-RESULTS = Path(__file__).parent / "results" / "pt_cpu.md"
+#: One results file per CPU family (``gpt2_dual.cpu``), so each kind keeps its last numbers.
+RESULTS = Path(__file__).parent / "results" / f"pt_cpu_{cpu_info().family}.md"
 # Every variant compiles its own graphs; never fall back to eager under a compiled label.
 torch._dynamo.config.recompile_limit = 64
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -103,7 +105,7 @@ def forward_case(ours, theirs, shape, *, compile_: bool, rounds: int, label: str
         "ours": lambda: ours(ids, use_cache=False).logits,
     }
     if ours.dtype == torch.float32 and onednn_available():
-        variants[PLAIN] = plain_matmuls(lambda: ours(ids, use_cache=False).logits)
+        variants[OTHER] = other_path(lambda: ours(ids, use_cache=False).logits)
     extra = {}
     with torch.inference_mode():
         if compile_:
@@ -120,19 +122,20 @@ def forward_case(ours, theirs, shape, *, compile_: bool, rounds: int, label: str
     return rows(f"{label} {shape[0]}x{shape[1]}", times, diffs, extra)
 
 
-#: Variant name of our model with PyTorch's own float32 matmuls (MKL) instead of oneDNN.
-PLAIN = "ours, PyTorch matmuls"
+#: Variant name of our model on the float32 path the CPU rule did not pick.
+OTHER = "ours, PyTorch matmuls" if onednn_by_default() else "ours, oneDNN matmuls"
 
 
-def plain_matmuls(fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` run with the oneDNN path off (``use_onednn(False)``), then back on."""
+def other_path(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run on the float32 path the CPU rule did not pick, then back to the default."""
 
     def run():
-        use_onednn(False)
+        default = onednn_by_default()
+        use_onednn(not default)
         try:
             return fn()
         finally:
-            use_onednn(True)
+            use_onednn(default)
 
     return run
 
@@ -152,7 +155,7 @@ def train_case(ours, theirs, shape, *, compile_: bool, rounds: int, optimizer: b
     ids = torch.randint(0, 50257, shape, generator=torch.Generator().manual_seed(2))
     groups = [{"ours": lambda: _clone(ours)}]
     if onednn_available():
-        groups[0][PLAIN] = lambda: _clone(ours)
+        groups[0][OTHER] = lambda: _clone(ours)
     if compile_:
         groups += [
             {
@@ -168,8 +171,8 @@ def train_case(ours, theirs, shape, *, compile_: bool, rounds: int, optimizer: b
         for name, build in builders.items():
             start = time.perf_counter()
             steps[name] = _train_step(build(), ids, optimizer)
-            if name == PLAIN:
-                steps[name] = plain_matmuls(steps[name])
+            if name == OTHER:
+                steps[name] = other_path(steps[name])
             first[name] = steps[name]()  # loss of the first step (compiles, if compiled)
             if "compile" in name:
                 extra[name] = f"compile {time.perf_counter() - start:.0f} s"
@@ -275,7 +278,6 @@ def machine_facts() -> list[str]:
         platform.processor(),
     )
     flags = open("/proc/cpuinfo").read()
-    from gpt2_dual.cpu import cpu_info
     from gpt2_dual.pt.linear import _STATE
 
     return [
