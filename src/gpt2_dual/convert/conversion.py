@@ -22,7 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._io import atomic_write_text, make_dir_public, pid_alive
+from gpt2_dual._hub_paths import is_repo_id
+from gpt2_dual._io import TMP_MARK, atomic_write_text, make_dir_public, pid_alive
 from gpt2_dual.convert import formats, loading
 from gpt2_dual.convert.crosscheck import Report, crosscheck
 from gpt2_dual.convert.formats import DTYPES, FormatError, Source
@@ -32,9 +33,9 @@ from gpt2_dual.heads import HEAD_SPECS
 
 logger = logging.getLogger(__name__)
 
-#: Temporary folders are named ``.<dst name>.gpt2-dual-tmp-<pid>-<random>`` beside ``dst``; a
-#: later conversion to the same ``dst`` removes those whose process is gone (killed runs).
-TMP_MARK = ".gpt2-dual-tmp-"
+# Temporary folders are named ``.<dst name>{TMP_MARK}<pid>-<random>`` beside ``dst`` (the
+# mark of ``_io.atomic_write``'s files); a later conversion to the same ``dst`` removes those
+# whose process is gone (killed runs).
 #: ``--head`` choices: ``auto`` keeps the checkpoint's head.
 HEAD_CHOICES = ("auto", *HEAD_SPECS)
 #: ``--head`` short names accepted besides the table's keys.
@@ -59,14 +60,9 @@ def open_source(src: str | os.PathLike, *, format: str | None = None, **hub: Any
         FormatError: a path in no known format.
     """
     path = Path(src)
-    if path.exists() or format is not None or not _looks_like_repo_id(str(src)):
+    if path.exists() or format is not None or not is_repo_id(str(src)):
         return formats.read(path, format)
     return formats.read(_download(str(src), **hub), "hf")
-
-
-def _looks_like_repo_id(text: str) -> bool:
-    parts = text.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not text.startswith((".", "~"))
 
 
 def _download(repo_id: str, **hub: Any) -> Path:

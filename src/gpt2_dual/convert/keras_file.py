@@ -25,7 +25,6 @@ source has them. Every file goes through a temporary name.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import uuid
@@ -36,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from gpt2_dual._io import atomic_write_text, read_json_object
+from gpt2_dual._io import read_json_object
 from gpt2_dual.config import CONFIG_NAME, GPT2Config
-from gpt2_dual.convert import loading
-from gpt2_dual.convert.formats import DTYPES, FormatError, Source, copy_tokenizer_files
+from gpt2_dual.convert import hf_format, loading
+from gpt2_dual.convert.formats import DTYPES, FormatError, Source
 from gpt2_dual.generation_config import GENERATION_CONFIG_NAME
 from gpt2_dual.heads import HEAD_BY_CLASS, HEAD_SPECS
 from gpt2_dual.tokenizer_files import ALL_NAMES as TOKENIZER_NAMES
@@ -262,8 +261,5 @@ def write(source: Source, folder: Path, *, dtype: str | None = None) -> None:
         warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
         model.save(tmp)
     logger.info("wrote %s (%s, %s)", folder / KERAS_FILE, class_name, dtype)
-    copy_tokenizer_files(source, folder)
-    if source.generation_config is not None:
-        text = json.dumps(source.generation_config, indent=2, sort_keys=True) + "\n"
-        atomic_write_text(folder / GENERATION_CONFIG_NAME, text)
+    hf_format.write_side_files(source, folder)  # generation_config.json, tokenizer files
     loading.save_config(source.config, class_name, dtype, folder)
