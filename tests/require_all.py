@@ -19,7 +19,7 @@ import pytest
 #: Top-level modules the project's extras install (torch, tf, test).
 REQUIRED = {
     "torch", "tensorflow", "keras", "tf_keras", "transformers", "keras_hub", "peft",
-    "accelerate", "hypothesis", "h5py", "tiktoken", "tiktoken_ext", "gpt2_dual",
+    "accelerate", "hypothesis", "h5py", "tiktoken", "tiktoken_ext", "gpt2_dual", "bitsandbytes",
 }  # fmt: skip
 #: importorskip's reason, and the skipif reasons of frameworks.FRAMEWORKS and the test modules.
 _MISSING = re.compile(
