@@ -10,12 +10,23 @@ import sys
 import numpy as np
 import pytest
 
-from gpt2_dual.cpu import ENV_ONEDNN, CpuInfo, cpu_info, float32_path, onednn_default, parse_cpuinfo
+from gpt2_dual.cpu import (
+    ENV_ONEDNN,
+    ENV_TF_XLA,
+    CpuInfo,
+    cpu_info,
+    float32_path,
+    onednn_default,
+    parse_cpuinfo,
+    tf_forward_path,
+    tf_jit_default,
+)
 from gpt2_dual.errors import InvalidInputError
 
 EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
 cpu family\t: 25
+model\t\t: 17
 model name\t: AMD EPYC 9B14
 flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16
 
@@ -25,6 +36,8 @@ model name\t: AMD EPYC 9B14
 """
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
 model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
 flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
 """
@@ -39,8 +52,8 @@ CPU part\t: 0xd0c
 @pytest.mark.parametrize(
     "text, machine, vendor, family, flags, path",
     [
-        (EPYC, "x86_64", "AMD", "amd-epyc", ("avx2", "avx512f", "avx512_bf16", "fma"), "onednn"),
-        (SAPPHIRE_RAPIDS, "x86_64", "Intel", "intel-xeon",
+        (EPYC, "x86_64", "AMD", "amd-epyc-zen4", ("avx2", "avx512f", "avx512_bf16", "fma"), "onednn"),
+        (SAPPHIRE_RAPIDS, "x86_64", "Intel", "intel-xeon-sapphire-rapids",
          ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma"), "mkl"),
         (GRAVITON, "aarch64", "ARM", "arm", (), "torch"),
     ],
@@ -53,6 +66,39 @@ def test_the_path_follows_from_the_cpu_description(text, machine, vendor, family
     assert parse_cpuinfo(text, machine) == info  # deterministic
     assert onednn_default(info, environ={}) == (path == "onednn")
     assert info.describe().endswith(f"float32 path: {path}")
+    assert tf_forward_path(info, environ={}) == ("xla" if machine == "aarch64" else "graph")
+
+
+ZEN5 = EPYC.replace("cpu family\t: 25\nmodel\t\t: 17", "cpu family\t: 26\nmodel\t\t: 2")
+
+
+@pytest.mark.parametrize(
+    "text, family",
+    [(EPYC, "amd-epyc-zen4"), (ZEN5, "amd-epyc-zen5"),
+     (EPYC.replace("model\t\t: 17\n", ""), "amd-epyc"),
+     (EPYC.replace("model\t\t: 17", "model\t\t: 250"), "amd-epyc"),
+     (SAPPHIRE_RAPIDS.replace("143", "207"), "intel-xeon-emerald-rapids")],
+    ids=["zen4", "zen5", "no-model-line", "unknown-model", "emerald-rapids"],
+)  # fmt: skip
+def test_result_files_are_kept_per_microarchitecture(text, family):
+    info = parse_cpuinfo(text, "x86_64")
+    assert info.family == family
+    kind = f"{info.vendor} {info.uarch}" if info.uarch else info.vendor
+    assert info.describe().startswith(f"{info.model} ({kind}, x86_64; avx2")
+
+
+def test_tensorflow_runs_graph_mode_on_x86_with_onednn_and_xla_elsewhere():
+    amd, intel = parse_cpuinfo(EPYC, "x86_64"), parse_cpuinfo(SAPPHIRE_RAPIDS, "x86_64")
+    assert tf_forward_path(amd, environ={"TF_ENABLE_ONEDNN_OPTS": "0"}) == "xla"
+    assert tf_forward_path(intel, environ={"TF_ENABLE_ONEDNN_OPTS": "1"}) == "graph"
+    assert tf_forward_path(CpuInfo("Apple", "arm", "arm64", ()), environ={}) == "xla"
+    assert tf_jit_default(amd, environ={}) is False
+    assert tf_jit_default(CpuInfo("ARM", "?", "aarch64", ()), environ={}) is True
+    assert tf_jit_default(amd, environ={ENV_TF_XLA: "1"}) is True
+    assert tf_jit_default(CpuInfo("ARM", "?", "aarch64", ()), environ={ENV_TF_XLA: "0"}) is False
+    with pytest.raises(InvalidInputError) as info:
+        tf_jit_default(amd, environ={ENV_TF_XLA: "on"})
+    assert str(info.value) == "GPT2_DUAL_TF_XLA='on': use 1 (XLA) or 0 (graph mode)"
 
 
 def test_apple_silicon_and_unknown_cpus_keep_pytorchs_kernels():

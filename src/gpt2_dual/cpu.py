@@ -27,10 +27,31 @@ from pathlib import Path
 
 from gpt2_dual.errors import InvalidInputError
 
-__all__ = ["ENV_ONEDNN", "CpuInfo", "cpu_info", "float32_path", "onednn_default"]
+__all__ = [
+    "ENV_ONEDNN",
+    "ENV_TF_XLA",
+    "CpuInfo",
+    "cpu_info",
+    "float32_path",
+    "onednn_default",
+    "tf_forward_path",
+    "tf_jit_default",
+]
 
 #: Environment variable that overrides the rule: "1" (oneDNN) or "0" (PyTorch's kernels).
 ENV_ONEDNN = "GPT2_DUAL_ONEDNN"
+#: Environment variable that overrides the TensorFlow rule: "1" (XLA) or "0" (graph mode).
+ENV_TF_XLA = "GPT2_DUAL_TF_XLA"
+#: (vendor, cpuid family, first model, last model) -> microarchitecture, for result files.
+UARCHES = (
+    ("AMD", 23, 0x00, 0x2F, "zen1"), ("AMD", 23, 0x30, 0xFF, "zen2"),
+    ("AMD", 25, 0x00, 0x0F, "zen3"), ("AMD", 25, 0x20, 0x5F, "zen3"),
+    ("AMD", 25, 0x10, 0x1F, "zen4"), ("AMD", 25, 0x60, 0xAF, "zen4"),
+    ("AMD", 26, 0x00, 0xFF, "zen5"),
+    ("Intel", 6, 85, 85, "skylake-sp"), ("Intel", 6, 106, 106, "ice-lake-sp"),
+    ("Intel", 6, 143, 143, "sapphire-rapids"), ("Intel", 6, 207, 207, "emerald-rapids"),
+    ("Intel", 6, 173, 174, "granite-rapids"),
+)  # fmt: skip
 #: Flags that matter for the kernels, as /proc/cpuinfo names them.
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
 
@@ -44,26 +65,30 @@ class CpuInfo:
         model: the model name (``"AMD EPYC 9B14"``), or the platform's processor string.
         machine: ``platform.machine()`` (``"x86_64"``, ``"arm64"``, ...).
         flags: the ``FLAGS`` this CPU has.
+        uarch: the microarchitecture from cpuid family and model (``"zen5"``,
+            ``"sapphire-rapids"``), ``""`` when not known: one name can cover CPUs twice as
+            fast as each other (a Zen 5 EPYC core does about twice a Zen 4's float32 FLOPs).
     """
 
     vendor: str
     model: str
     machine: str
     flags: tuple[str, ...]
+    uarch: str = ""
 
     @property
     def family(self) -> str:
-        """A file-name-friendly CPU family for benchmark results (``"amd-epyc"``, ...)."""
+        """A file-name-friendly CPU family for benchmark results (``"amd-epyc-zen5"``, ...)."""
         model = self.model.lower()
-        for name in ("epyc", "ryzen", "xeon", "core"):
-            if name in model:
-                return f"{self.vendor.lower()}-{name}"
-        return self.vendor.lower()
+        name = next((n for n in ("epyc", "ryzen", "xeon", "core") if n in model), "")
+        parts = (self.vendor.lower(), name, self.uarch)
+        return "-".join(p for p in parts if p)
 
     def describe(self) -> str:
         """One line for benchmark tables: model, vendor, flags and the float32 path."""
         flags = ", ".join(self.flags) or "none of " + "/".join(FLAGS)
-        return f"{self.model} ({self.vendor}, {self.machine}; {flags}); float32 path: " + (
+        kind = f"{self.vendor} {self.uarch}" if self.uarch else self.vendor
+        return f"{self.model} ({kind}, {self.machine}; {flags}); float32 path: " + (
             float32_path(self)
         )
 
@@ -84,7 +109,19 @@ def parse_cpuinfo(text: str, machine: str) -> CpuInfo:
         vendor = "ARM" if machine.lower() in ("aarch64", "arm64") else "unknown"
     model = fields.get("model name") or fields.get("Model") or fields.get("CPU part", "unknown")
     present = set(fields.get("flags", fields.get("Features", "")).split())
-    return CpuInfo(vendor, model, machine, tuple(f for f in FLAGS if f in present))
+    flags = tuple(f for f in FLAGS if f in present)
+    return CpuInfo(vendor, model, machine, flags, _uarch(vendor, fields))
+
+
+def _uarch(vendor: str, fields: dict[str, str]) -> str:
+    try:
+        family, model = int(fields["cpu family"]), int(fields["model"])
+    except (KeyError, ValueError):
+        return ""
+    for v, f, first, last, name in UARCHES:
+        if (v, f) == (vendor, family) and first <= model <= last:
+            return name
+    return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -131,3 +168,33 @@ def onednn_default(info: CpuInfo | None = None, environ: dict[str, str] | None =
             )
         return value.strip() == "1"
     return float32_path(info or cpu_info()) == "onednn"
+
+
+def tf_forward_path(info: CpuInfo, environ: dict[str, str] | None = None) -> str:
+    """How ``gpt2_dual.tf`` runs compiled forwards and training steps on this CPU: ``"graph"``
+    (``tf.function`` without XLA: TensorFlow's oneDNN kernels, on by default in its x86 Linux
+    builds) on x86 unless ``TF_ENABLE_ONEDNN_OPTS=0``; ``"xla"`` (XLA's own Eigen kernels)
+    otherwise. On a Zen 5 EPYC, 1 thread, gpt2-small LM: graph 1.10x KerasHub's XLA at 1x128
+    and 8x512, our XLA 1.02-1.04x (``benchmarks/results/tf_cpu_amd-epyc-zen5.md``); on Intel
+    the oneDNN kernels are Intel's own. ``generate`` keeps XLA everywhere (its fused decode
+    loop is faster than graph mode on every CPU measured)."""
+    env = os.environ if environ is None else environ
+    x86 = info.machine.lower() in ("x86_64", "amd64", "i686", "x86")
+    onednn_off = env.get("TF_ENABLE_ONEDNN_OPTS", "").strip() in ("0", "false", "False")
+    return "graph" if x86 and not onednn_off else "xla"
+
+
+def tf_jit_default(info: CpuInfo | None = None, environ: dict[str, str] | None = None) -> bool:
+    """``jit_compile`` for ``compile()`` of our Keras models on CPU: ``GPT2_DUAL_TF_XLA`` if
+    set, else ``tf_forward_path(...) == "xla"``.
+
+    Raises:
+        InvalidInputError: ``GPT2_DUAL_TF_XLA`` is set to something other than 0 or 1.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_TF_XLA, "").strip()
+    if value:
+        if value not in ("0", "1"):
+            raise InvalidInputError(f"{ENV_TF_XLA}={value!r}: use 1 (XLA) or 0 (graph mode)")
+        return value == "1"
+    return tf_forward_path(info or cpu_info(), env) == "xla"
