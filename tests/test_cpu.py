@@ -66,7 +66,6 @@ def test_the_path_follows_from_the_cpu_description(text, machine, vendor, family
     assert parse_cpuinfo(text, machine) == info  # deterministic
     assert onednn_default(info, environ={}) == (path == "onednn")
     assert info.describe().endswith(f"float32 path: {path}")
-    assert tf_forward_path(info, environ={}) == ("xla" if machine == "aarch64" else "graph")
 
 
 ZEN5 = EPYC.replace("cpu family\t: 25\nmodel\t\t: 17", "cpu family\t: 26\nmodel\t\t: 2")
@@ -87,18 +86,63 @@ def test_result_files_are_kept_per_microarchitecture(text, family):
     assert info.describe().startswith(f"{info.model} ({kind}, x86_64; avx2")
 
 
-def test_tensorflow_runs_graph_mode_on_x86_with_onednn_and_xla_elsewhere():
-    amd, intel = parse_cpuinfo(EPYC, "x86_64"), parse_cpuinfo(SAPPHIRE_RAPIDS, "x86_64")
-    assert tf_forward_path(amd, environ={"TF_ENABLE_ONEDNN_OPTS": "0"}) == "xla"
-    assert tf_forward_path(intel, environ={"TF_ENABLE_ONEDNN_OPTS": "1"}) == "graph"
-    assert tf_forward_path(CpuInfo("Apple", "arm", "arm64", ()), environ={}) == "xla"
-    assert tf_jit_default(amd, environ={}) is False
-    assert tf_jit_default(CpuInfo("ARM", "?", "aarch64", ()), environ={}) is True
-    assert tf_jit_default(amd, environ={ENV_TF_XLA: "1"}) is True
-    assert tf_jit_default(CpuInfo("ARM", "?", "aarch64", ()), environ={ENV_TF_XLA: "0"}) is False
+@pytest.mark.parametrize(
+    "onednn, purpose, path",
+    [(True, "forward", "graph"), (False, "forward", "xla"), (True, "train", "xla"),
+     (False, "train", "xla")],
+)  # fmt: skip
+def test_tensorflow_path_by_purpose_and_onednn(onednn, purpose, path):
+    assert tf_forward_path(onednn, purpose) == path
+    assert tf_jit_default(onednn, purpose, environ={}) is (path == "xla")
+    assert tf_jit_default(onednn, purpose, environ={ENV_TF_XLA: "1"}) is True
+    assert tf_jit_default(onednn, purpose, environ={ENV_TF_XLA: "0"}) is False
+
+
+def test_tensorflow_rule_refuses_bad_values():
     with pytest.raises(InvalidInputError) as info:
-        tf_jit_default(amd, environ={ENV_TF_XLA: "on"})
+        tf_jit_default(True, environ={ENV_TF_XLA: "on"})
     assert str(info.value) == "GPT2_DUAL_TF_XLA='on': use 1 (XLA) or 0 (graph mode)"
+    with pytest.raises(ValueError) as info:
+        tf_forward_path(True, "decode")
+    assert str(info.value) == "purpose 'decode': use 'forward' or 'train'"
+
+
+KERAS_JIT = """
+import tensorflow as tf
+from cases import tiny_config
+from gpt2_dual.tf import GPT2Model
+assert not tf.config.list_physical_devices("GPU")
+m = GPT2Model(tiny_config())
+fresh = (m.jit_compile, m.jit_compile_for("forward"))
+m.compile(optimizer="sgd")
+auto = (m.jit_compile, m.jit_compile_for("forward"), m.get_compile_config()["jit_compile"])
+m.predict({"input_ids": tf.constant([[1, 2]])}, verbose=0)
+after_predict = m._jit_compile
+m.compile(optimizer="sgd", jit_compile=True)
+print(*fresh, *auto, after_predict, m.jit_compile, m.jit_compile_for("forward"))
+"""
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [({}, "True False True False auto True True True"),
+     ({ENV_TF_XLA: "0"}, "False False False False auto False True True"),
+     ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "True True True True auto True True True")],
+    ids=["rule", "override", "tf-onednn-off"],
+)  # fmt: skip
+def test_keras_auto_jit_compile_follows_the_rule_per_purpose(env, expected):
+    pytest.importorskip("tensorflow")
+    from gpt2_dual.cpu import cpu_info
+
+    if env == {} and cpu_info().machine not in ("x86_64", "AMD64"):
+        pytest.skip("the rule row is written for x86 TensorFlow builds (oneDNN on)")
+    clean = {k: v for k, v in __import__("os").environ.items()
+             if k not in (ENV_TF_XLA, "TF_ENABLE_ONEDNN_OPTS")}  # fmt: skip
+    tests = str(__import__("pathlib").Path(__file__).parent)
+    run = subprocess.run([sys.executable, "-c", KERAS_JIT], env={**clean, **env, "PYTHONPATH": tests},
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == expected.split()
 
 
 def test_apple_silicon_and_unknown_cpus_keep_pytorchs_kernels():

@@ -170,23 +170,35 @@ def onednn_default(info: CpuInfo | None = None, environ: dict[str, str] | None =
     return float32_path(info or cpu_info()) == "onednn"
 
 
-def tf_forward_path(info: CpuInfo, environ: dict[str, str] | None = None) -> str:
-    """How ``gpt2_dual.tf`` runs compiled forwards and training steps on this CPU: ``"graph"``
-    (``tf.function`` without XLA: TensorFlow's oneDNN kernels, on by default in its x86 Linux
-    builds) on x86 unless ``TF_ENABLE_ONEDNN_OPTS=0``; ``"xla"`` (XLA's own Eigen kernels)
-    otherwise. On a Zen 5 EPYC, 1 thread, gpt2-small LM: graph 1.10x KerasHub's XLA at 1x128
-    and 8x512, our XLA 1.02-1.04x (``benchmarks/results/tf_cpu_amd-epyc-zen5.md``); on Intel
-    the oneDNN kernels are Intel's own. ``generate`` keeps XLA everywhere (its fused decode
-    loop is faster than graph mode on every CPU measured)."""
-    env = os.environ if environ is None else environ
-    x86 = info.machine.lower() in ("x86_64", "amd64", "i686", "x86")
-    onednn_off = env.get("TF_ENABLE_ONEDNN_OPTS", "").strip() in ("0", "false", "False")
-    return "graph" if x86 and not onednn_off else "xla"
+def tf_forward_path(tf_onednn: bool, purpose: str = "forward") -> str:
+    """How ``gpt2_dual.tf`` runs compiled steps on a CPU-only machine, ``"graph"``
+    (``tf.function`` without XLA) or ``"xla"``, by ``purpose``:
+
+    - ``"forward"`` (``predict``, ``evaluate``): graph mode where TensorFlow's oneDNN kernels
+      are on (its x86 and Linux aarch64 builds, unless ``TF_ENABLE_ONEDNN_OPTS=0``): its
+      oneDNN GEMMs beat XLA's Eigen ones; XLA where they are off.
+    - ``"train"`` (``fit``): XLA, whose fusion of the backward's elementwise work outweighs
+      oneDNN's faster GEMMs.
+
+    Measured on a Zen 5 EPYC (gpt2-small LM, 1 thread, CPU time, KerasHub's XLA in the same
+    process; ``benchmarks/results/tf_cpu_amd-epyc-zen5.md``): forward in graph mode 1.10x
+    KerasHub at 1x128 and 8x512 against 1.02-1.04x under XLA; training step 4x128 under XLA
+    1.07x graph mode. ``generate`` keeps XLA everywhere: its fused decode loop is faster than
+    graph mode on every CPU measured.
+
+    Raises:
+        ValueError: ``purpose`` is neither ``"forward"`` nor ``"train"``.
+    """
+    if purpose not in ("forward", "train"):
+        raise ValueError(f"purpose {purpose!r}: use 'forward' or 'train'")
+    return "graph" if tf_onednn and purpose == "forward" else "xla"
 
 
-def tf_jit_default(info: CpuInfo | None = None, environ: dict[str, str] | None = None) -> bool:
-    """``jit_compile`` for ``compile()`` of our Keras models on CPU: ``GPT2_DUAL_TF_XLA`` if
-    set, else ``tf_forward_path(...) == "xla"``.
+def tf_jit_default(
+    tf_onednn: bool, purpose: str = "forward", environ: dict[str, str] | None = None
+) -> bool:
+    """``jit_compile`` that ``"auto"`` means for our Keras models on a CPU-only machine:
+    ``GPT2_DUAL_TF_XLA`` (0 or 1) if set, else ``tf_forward_path(...) == "xla"``.
 
     Raises:
         InvalidInputError: ``GPT2_DUAL_TF_XLA`` is set to something other than 0 or 1.
@@ -197,4 +209,4 @@ def tf_jit_default(info: CpuInfo | None = None, environ: dict[str, str] | None =
         if value not in ("0", "1"):
             raise InvalidInputError(f"{ENV_TF_XLA}={value!r}: use 1 (XLA) or 0 (graph mode)")
         return value == "1"
-    return tf_forward_path(info or cpu_info(), env) == "xla"
+    return tf_forward_path(tf_onednn, purpose) == "xla"

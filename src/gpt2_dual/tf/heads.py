@@ -64,7 +64,18 @@ class _HeadModel(GPT2PreTrainedModel):
         """``(..., C) -> (..., V)`` through ``lm_head``, or through ``wte`` when tied."""
         if self.lm_head is not None:
             return self.lm_head(hidden)
-        return ops.einsum("...c,vc->...v", hidden, self.transformer.wte.embeddings)
+        return tied_product(hidden, self.transformer.wte.embeddings)
+
+
+def tied_product(hidden: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
+    """``(..., C) @ (V, C)^T -> (..., V)`` as one 2-D product. Not ``einsum("...c,vc->...v")``:
+    TensorFlow's gradient of that einsum for ``table`` materialises a ``(..., V, C)``
+    broadcast before reducing it (74.7 GiB for gpt2 at batch 4 x 128 tokens, in graph mode and
+    under XLA alike); a 2-D ``matmul`` has the plain ``(C, V)`` gradient product."""
+    flat = tf.reshape(hidden, (-1, hidden.shape[-1]))
+    logits = tf.matmul(flat, table, transpose_b=True)
+    out = tf.reshape(logits, tf.concat([tf.shape(hidden)[:-1], tf.shape(table)[:1]], 0))
+    return tf.ensure_shape(out, hidden.shape[:-1].concatenate(table.shape[:1]))
 
 
 @keras.saving.register_keras_serializable(package="gpt2_dual")

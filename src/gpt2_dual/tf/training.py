@@ -40,7 +40,8 @@ loss): ``model.predict(ds)["logits"]``, as with transformers' TF models.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -142,6 +143,29 @@ def _per_output(metrics: Any, fields: tuple[str, ...]) -> Any:
     return metrics
 
 
+def tf_onednn_enabled() -> bool:
+    """Whether this TensorFlow runs its oneDNN kernels (built with them, and
+    ``TF_ENABLE_ONEDNN_OPTS`` not 0)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a private module; its absence means no way to tell
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+@contextmanager
+def _jit_for(model: Any, purpose: str) -> Iterator[None]:
+    """Inside, ``model.jit_compile`` is the one for ``purpose`` (Keras reads it when it builds
+    its step functions)."""
+    saved = model._jit_compile
+    if model._jit_auto and not model.run_eagerly:
+        model._jit_compile = model.jit_compile_for(purpose)
+    try:
+        yield
+    finally:
+        model._jit_compile = saved
+
+
 class KerasTrainingMixin:
     """``compile``, ``compute_loss``, ``compute_metrics`` and ``predict_step`` of the
     gpt2_dual.tf models (the module docstring has the rules); mixed into
@@ -178,10 +202,46 @@ class KerasTrainingMixin:
             elif single and isinstance(loss_weights, list | tuple):
                 loss = [loss] * len(fields)
         self._metrics_broadcast = (metrics, weighted_metrics) != given
+        self._jit_auto = kwargs.get("jit_compile", "auto") == "auto"
         super().compile(
             optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
             weighted_metrics=weighted_metrics, **kwargs,
         )  # fmt: skip
+        if self._jit_auto:  # saved as "auto", so a reloaded model applies the rule again
+            self._compile_config.config["jit_compile"] = "auto"
+
+    #: Whether ``jit_compile`` was left "auto" (then forwards and training steps each get
+    #: their own CPU rule); False once ``compile`` is given True or False.
+    _jit_auto = True
+
+    def _resolve_auto_jit_compile(self) -> bool:
+        """``jit_compile="auto"`` for training steps (``fit``): Keras' rule with a GPU, TPU
+        or distribution strategy; on a CPU-only machine ``gpt2_dual.cpu.tf_jit_default``."""
+        return self._auto_jit("train")
+
+    def jit_compile_for(self, purpose: str) -> bool:
+        """Whether ``purpose`` (``"train"``: ``fit``; ``"forward"``: ``predict``,
+        ``evaluate``) runs under XLA: ``compile``'s ``jit_compile`` when given; with "auto",
+        Keras' rule (XLA) with a GPU, TPU or distribution strategy, and on a CPU-only machine
+        the CPU rule for that purpose (``gpt2_dual.cpu.tf_forward_path``; ``GPT2_DUAL_TF_XLA``
+        overrides it)."""
+        return self._auto_jit(purpose) if self._jit_auto else bool(self.jit_compile)
+
+    def _auto_jit(self, purpose: str) -> bool:
+        devices = tf.config.list_physical_devices()
+        if any(d.device_type != "CPU" for d in devices) or self._distribute_strategy:
+            return super()._resolve_auto_jit_compile()
+        from gpt2_dual.cpu import tf_jit_default
+
+        return tf_jit_default(tf_onednn_enabled(), purpose)
+
+    def make_predict_function(self, force: bool = False) -> Any:
+        with _jit_for(self, "forward"):
+            return super().make_predict_function(force)
+
+    def make_test_function(self, force: bool = False) -> Any:
+        with _jit_for(self, "forward"):
+            return super().make_test_function(force)
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Compile again from a ``.keras`` file's compile config (Keras skips a custom
