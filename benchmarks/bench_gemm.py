@@ -6,9 +6,13 @@ products (input gradient ``dX = dY @ W^T``, weight gradient ``dW = X^T @ dY``). 
 process CPU time, best of ``--repeats`` calls after one warm-up, so other jobs on the machine
 do not count.
 
+The peak that the forward benchmarks' "% of peak" columns divide by is measured again in
+each of those runs (``machine.py``); this script gives it too, for ``--threads`` threads.
+
 Usage:
-    python benchmarks/bench_gemm.py                  # writes benchmarks/results/gemm_cpu.md
+    python benchmarks/bench_gemm.py                  # writes results/gemm_cpu_<cpu family>.md
     python benchmarks/bench_gemm.py --rows 512 1     # M = batch x tokens
+    python benchmarks/bench_gemm.py --threads 2      # the products and the peak on 2 threads
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from pathlib import Path
 
 import torch
 
+import machine  # benchmarks/machine.py
 from gpt2_dual._io import atomic_write_text
 
-RESULTS = Path(__file__).parent / "results" / "gemm_cpu.md"
+RESULTS = machine.results_path("gemm_cpu")
 #: (name, K in, N out) of gpt2 (124M): the blocks' Conv1D products and the LM head.
 SHAPES = [
     ("attn.c_attn", 768, 2304),
@@ -65,25 +70,32 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[512, 128, 1])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    peaks = machine.gemm_peak_torch()
     lines = [
         "# float32 GEMMs of GPT-2 on this CPU: MKL against oneDNN",
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         "",
-        f"torch {torch.__version__}, Python {platform.python_version()}, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; 1 thread, process CPU "
-        f"time, best of {args.repeats}. GFLOP/s = 2 M K N / seconds. The dW oneDNN row "
-        "includes the two transposing copies it needs.",
+        *machine.facts(args.threads),
+        f"- torch {torch.__version__}, Python {platform.python_version()}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}",
+        "- float32 GEMM peak (large products, wall clock, best of 5): "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()),
+        "",
+        f"{args.threads} thread(s), process CPU time (per thread), best of {args.repeats}. "
+        "GFLOP/s = 2 M K N / seconds of CPU time / threads. The dW oneDNN row includes the two "
+        "transposing copies it needs.",
         "",
         "| M | product | K x N | " + " | ".join(products(1, 1, 1)) + " |",
         "|---|---|---|" + "---|" * 6,
     ]
     for M in args.rows:
         for name, K, N in SHAPES:
-            flops = 2 * M * K * N / 1e9
+            flops = 2 * M * K * N / 1e9 / args.threads
             cells = [
                 f"{flops / best_seconds(fn, args.repeats):.0f}" for fn in products(M, K, N).values()
             ]

@@ -33,13 +33,14 @@ import torch
 import transformers
 
 import gpt2_dual.pt as gpt
+import machine  # benchmarks/machine.py
 from gpt2_dual import GPT2Config
 from gpt2_dual._io import atomic_write_text
 from gpt2_dual.cpu import cpu_info
 from gpt2_dual.pt.linear import onednn_available, onednn_by_default, use_onednn
 
 #: One results file per CPU family (``gpt2_dual.cpu``), so each kind keeps its last numbers.
-RESULTS = Path(__file__).parent / "results" / f"pt_cpu_{cpu_info().family}.md"
+RESULTS = machine.results_path("pt_cpu")
 # Every variant compiles its own graphs; never fall back to eager under a compiled label.
 torch._dynamo.config.recompile_limit = 64
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -119,7 +120,15 @@ def forward_case(ours, theirs, shape, *, compile_: bool, rounds: int, label: str
         diffs = {name: _max_diff(fn(), reference) for name, fn in variants.items()}
         del reference
         times = interleaved(variants, rounds, calls=3 if shape[1] < 256 else 1)
+    flops = machine.gpt2_forward_flops(ours.config, *shape)
+    for name, ts in times.items():  # share of the float32 GEMM peak measured in this run
+        share = machine.percent_of_peak(flops, min(ts), PEAK[1])
+        extra[name] = ", ".join(filter(None, [extra.get(name), f"{share} of fp32 GEMM peak"]))
     return rows(f"{label} {shape[0]}x{shape[1]}", times, diffs, extra)
+
+
+#: (name, GFLOP/s) of the best float32 product measured at the start of the run.
+PEAK: tuple[str, float] = ("", float("nan"))
 
 
 #: Variant name of our model on the float32 path the CPU rule did not pick.
@@ -311,7 +320,10 @@ def main() -> None:
     if args.clock == "cpu":
         CLOCK = time.process_time
     compile_, rounds = not args.quick, 2 if args.quick else 3
+    global PEAK
+    PEAK = max(machine.gemm_peak_torch().items(), key=lambda kv: kv[1])
     facts = machine_facts()
+    facts.insert(2, f"- float32 GEMM peak in this run: {PEAK[1]:.0f} GFLOP/s ({PEAK[0]})")
     head = "| case | variant | best ms | median ms | speed-up (best) | speed-up (median) | max abs diff vs transformers | note |"  # noqa: E501
     table = [head, "|" + "---|" * 8]
     ours, theirs = make_pair("gpt2")
