@@ -125,3 +125,36 @@ def test_generate_is_listed_in_help():
     from gpt2_dual.cli import build_parser
 
     assert "generate" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
+def test_quantized_flags_print_the_library_text(folder, flag):
+    pytest.importorskip("bitsandbytes")
+    from gpt2_dual import BitsAndBytesConfig
+
+    if flag == "--load-in-4bit":  # the model card's settings, which the flag stands for
+        settings = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                        bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype="float16")  # fmt: skip
+    else:
+        settings = dict(load_in_8bit=True)
+    pipe = pipeline(
+        "text-generation", model=folder, framework="pt", dtype="float16",
+        model_kwargs={"quantization_config": BitsAndBytesConfig(**settings)},
+    )  # fmt: skip
+    assert pipe.model.config.quantization_config.bits == int(flag[10])
+    (out,) = pipe("Hi there", max_new_tokens=NEW, do_sample=False, clean_up_tokenization_spaces=False)
+    result = cli("--model", folder, "--max-new-tokens", str(NEW), flag, "Hi there")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == out["generated_text"] + "\n"
+
+
+def test_quantized_flags_are_pytorch_only_and_exclusive(folder):
+    result = cli("--model", folder, "--framework", "tf", "--load-in-4bit", "hi")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "gpt2-dual generate: error: --load-in-4bit is bitsandbytes quantization, PyTorch only: "
+        "use --framework pt\n"
+    )
+    result = cli("--model", folder, "--load-in-4bit", "--load-in-8bit", "hi")
+    assert result.returncode == 2
+    assert "argument --load-in-8bit: not allowed with argument --load-in-4bit" in result.stderr

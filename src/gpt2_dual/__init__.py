@@ -20,6 +20,7 @@ from gpt2_dual.errors import (
 )
 from gpt2_dual.generation_config import GenerationConfig
 from gpt2_dual.outputs import GenerateOutput
+from gpt2_dual.quantization import BitsAndBytesConfig
 from gpt2_dual.streamers import TextIteratorStreamer, TextStreamer
 from gpt2_dual.tokenizer import GPT2TokenizerBase
 from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
@@ -41,6 +42,7 @@ def __getattr__(name: str):
 __all__ = [
     "PRESETS",
     "BatchEncoding",
+    "BitsAndBytesConfig",
     "GPT2Config",
     "GPT2DualError",
     "GenerateOutput",

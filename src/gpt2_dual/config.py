@@ -33,6 +33,7 @@ from gpt2_dual._config_checks import (
 )
 from gpt2_dual._io import atomic_write_text, build_from_file
 from gpt2_dual.hub_push import PushToHubMixin
+from gpt2_dual.quantization import as_quantization_config
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,8 @@ class GPT2Config(PushToHubMixin):
         kwargs.pop("model_type", None)
         for name in kwargs:
             _warn_if_near_miss(name)
+        if "quantization_config" in kwargs:  # a BitsAndBytesConfig (or another method's dict)
+            kwargs["quantization_config"] = as_quantization_config(kwargs["quantization_config"])
         self.extra.update(kwargs)
         object.__setattr__(self, "_ready", True)
         self._check_consistency()
@@ -197,7 +200,8 @@ class GPT2Config(PushToHubMixin):
             value = {str(k): int(v) for k, v in dict(value).items()}
         elif not name.startswith("_") and name not in ("extra",):
             _warn_if_near_miss(name)
-            self.extra[name] = value
+            quantization = name == "quantization_config"
+            self.extra[name] = as_quantization_config(value) if quantization else value
             return
         previous = self.__dict__.get(name)
         object.__setattr__(self, name, value)
@@ -299,6 +303,8 @@ class GPT2Config(PushToHubMixin):
     def to_dict(self) -> dict[str, Any]:
         """Every field, the label maps, the kept unknown keys and ``model_type``."""
         out: dict[str, Any] = copy.deepcopy(self.extra)
+        if hasattr(out.get("quantization_config"), "to_dict"):  # transformers' JSON form
+            out["quantization_config"] = out["quantization_config"].to_dict()
         for name in (*GPT2_DEFAULTS, *INHERITED_DEFAULTS):
             out[name] = copy.deepcopy(getattr(self, name))
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}

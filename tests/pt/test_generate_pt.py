@@ -40,7 +40,7 @@ def test_compiled_static_step_equals_eager_and_compiles_once(fresh_dynamo, monke
     model = _model()
     eager = model.generate(PROMPT, cache_implementation="static", **GREEDY)
     compiled = functools.partial(generation.compiled_step, backend="aot_eager")
-    monkeypatch.setattr(generation, "_auto_compile", lambda config, device: True)
+    monkeypatch.setattr(generation, "_auto_compile", lambda config, model: True)
     monkeypatch.setattr(generation, "compiled_step", compiled)
     from torch._dynamo.utils import counters
 

@@ -104,7 +104,7 @@ class Run:
             self.logits = [] if config.output_logits else None
         self.static = _use_static(config, model.device)
         self.step = None
-        if self.static and _auto_compile(config, model.device):
+        if self.static and _auto_compile(config, model):
             self.step = compiled_step(self.model)
         self.eos = torch.tensor(resolved.eos_token_ids, dtype=torch.long, device=model.device)
         self.can_end = bool(resolved.eos_token_ids) or stop is not None
@@ -172,9 +172,11 @@ class Run:
         )
 
 
-def _auto_compile(config: GenerationConfig, device: torch.device) -> bool:
-    """Compile the static-cache decode step: on CUDA, unless ``disable_compile``."""
-    return device.type == "cuda" and not config.disable_compile
+def _auto_compile(config: GenerationConfig, model: torch.nn.Module) -> bool:
+    """Compile the static-cache decode step: on CUDA, unless ``disable_compile`` or the model
+    is quantized (bitsandbytes layers; transformers does not compile them either)."""
+    quantized = getattr(model, "is_quantized", False)
+    return model.device.type == "cuda" and not config.disable_compile and not quantized
 
 
 def compiled_step(model: torch.nn.Module, **compile_kwargs: Any):

@@ -88,6 +88,13 @@ class GPT2PreTrainedModel(TrainingMixin, nn.Module, PushToHubMixin):
                     module.apply(self._init_module)
         self.tie_weights()
 
+    def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
+        if getattr(self, "is_quantized", False):  # checked before any tensor changes
+            from gpt2_dual.pt.quantize import check_cast
+
+            check_cast(self, fn)
+        return super()._apply(fn, recurse)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # help(GPT2LMHeadModel.__init__) shows this class's own words, not nn.Module's.
         super().__init_subclass__(**kwargs)

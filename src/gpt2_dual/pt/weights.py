@@ -40,6 +40,7 @@ from gpt2_dual.convert.loading import CheckpointError, LoadReport
 from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
 from gpt2_dual.generation_config import load_for_model
 from gpt2_dual.pt import _pretrained_io as files
+from gpt2_dual.pt import quantize_load
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ def _view(state: Any) -> Any:
     return loading.canonical_view(state)
 
 
-def _as_tensor(value: Any) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
+def _as_tensor(value: Any) -> Any:
+    if isinstance(value, torch.Tensor | quantize_load.Prequantized):
+        return value  # a quantized checkpoint's weight: pt.quantize.set_weight places it
     array = np.asarray(value)
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
         array = array.copy()
@@ -103,6 +104,7 @@ def to_canonical(model: nn.Module) -> dict[str, np.ndarray]:
         >>> state = to_canonical(model)  # doctest: +SKIP
         >>> state["h.0.attn.c_attn.weight"].shape  # (C, 3C), transformers' Conv1D layout
     """
+    _refuse_quantized(model, "to_canonical", "save_pretrained writes its quantized checkpoint")
     out = {}
     for row in _rows(model):
         tensor = _canonical_tensor(model, row)
@@ -142,8 +144,17 @@ def load_canonical(model: nn.Module, state: Any, *, strict: bool = True) -> Load
     Example:
         >>> report = load_canonical(model, to_canonical(other_model))  # doctest: +SKIP
     """
+    _refuse_quantized(model, "load_canonical", "load it with from_pretrained")
     fresh = any(p.is_meta for p in model.parameters())
     return _load(model, _view(state), strict=strict, fresh=fresh)
+
+
+def _refuse_quantized(model: nn.Module, what: str, instead: str) -> None:
+    if getattr(model, "is_quantized", False):
+        raise TypeError(
+            f"{what} works on float weights, but {type(model).__name__} is quantized with "
+            f"bitsandbytes ({model.config.quantization_config.quantization_method()}); {instead}"
+        )
 
 
 def _load(model: nn.Module, view: Any, *, strict: bool, fresh: bool) -> LoadReport:
@@ -196,6 +207,7 @@ def from_pretrained(
     torch_dtype: torch.dtype | str | None = None,
     device_map: str | int | dict | None = None,
     low_cpu_mem_usage: bool | None = None,
+    quantization_config: Any = None,
     **config_overrides: Any,
 ) -> nn.Module:
     """Load a transformers-format GPT-2 checkpoint (local folder or Hub repo) into ``cls``.
@@ -230,6 +242,13 @@ def from_pretrained(
             ``"cpu"``, ``"cuda"``, an index or ``{"": device}`` (no accelerate needed).
         low_cpu_mem_usage: accepted for transformers' code; loading never holds a second
             copy of the weights anyway.
+        quantization_config: a ``gpt2_dual.BitsAndBytesConfig`` (transformers' one or its
+            dict too): the ``Conv1D``/``nn.Linear`` layers become bitsandbytes 4-bit or 8-bit
+            ones, each weight quantized on ``device`` as it is read (the float model is never
+            whole in memory); the head and embeddings stay in ``dtype`` as in transformers
+            (``gpt2_dual.quantization``). A checkpoint saved quantized (its ``config.json``
+            has a bitsandbytes ``quantization_config``) loads quantized without it.
+            ``dtype=None`` then means float16, transformers 4's rule. Needs the ``bnb`` extra.
         **config_overrides: GPT2Config fields to override (e.g. ``num_labels=3``).
 
     Returns:
@@ -272,20 +291,33 @@ def from_pretrained(
         view = H5Reader(found.files)
     else:
         view = loading.CanonicalView(files.read_bin(found.files))
-    # Config against checkpoint, shapes and dtypes only, before anything is built.
+    where = str(path_or_repo_id)
+    quant = quantize_load.plan(config, view, quantization_config, where=where)
+    dtype = files.resolve_dtype(quant.dtype(dtype) if quant else dtype, config, view)
+    model = None
+    if quant is not None:  # its layers decide how a quantized checkpoint's tensors read
+        model = _build(cls, config, attn_implementation, dtype)
+        paths = {row.canonical: _path(model, row) for row in _rows(model)}
+        view = quant.attach(model, view, paths)
+    # Config against checkpoint, shapes and dtypes only, before anything is filled.
     plan = loading.plan_load(config, cls.head, view)
-    loading.check_policy(
-        cls.__name__, plan.report, strict=strict, where=str(path_or_repo_id), logger=logger
-    )
+    loading.check_policy(cls.__name__, plan.report, strict=strict, where=where, logger=logger)
     loading.check_fit(cls.__name__, plan, strict=False)  # shapes and dtypes
-    dtype = files.resolve_dtype(dtype, config, view)
-    with torch.device("meta"), files.NoInitOnMeta():
-        model = cls(config, attn_implementation=attn_implementation).to(dtype)
+    if model is None:
+        model = _build(cls, config, attn_implementation, dtype)
     loading.check_tied(cls.__name__, view, plan.report, _equal, logger)
     _adopt(model, view, plan, torch.device(device or "cpu"), dtype)
     if hasattr(model, "generate"):
         model.generation_config = load_for_model(path_or_repo_id, config, hub)
+    if quant is not None:
+        quant.finish(model)
     return model.eval()
+
+
+def _build(cls: type[nn.Module], config: GPT2Config, attn: str, dtype: torch.dtype) -> nn.Module:
+    """The model on ``meta`` (no memory, no initialization)."""
+    with torch.device("meta"), files.NoInitOnMeta():
+        return cls(config, attn_implementation=attn).to(dtype)
 
 
 def _adopt(
@@ -309,13 +341,18 @@ def _adopt(
 
 
 def _set(
-    model: nn.Module, row: Param, value: torch.Tensor, device: torch.device, dtype: torch.dtype
+    model: nn.Module, row: Param, value: Any, device: torch.device, dtype: torch.dtype
 ) -> None:
     """Replace the row's parameter by ``value`` (itself when the device and dtype already
-    match)."""
-    value = value.to(device=device, dtype=dtype)
+    match); a bitsandbytes layer's weight is quantized (or taken as quantized) instead."""
     owner, _, name = _path(model, row).rpartition(".")
     module = model.get_submodule(owner)
+    if name == "weight" and getattr(module, "bnb_bits", None):
+        from gpt2_dual.pt.quantize import set_weight
+
+        set_weight(module, value, device, dtype)
+        return
+    value = value.to(device=device, dtype=dtype)
     module._parameters[name] = nn.Parameter(value, module._parameters[name].requires_grad)
 
 
@@ -326,6 +363,13 @@ def _disk_state(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for row in _rows(model):
         key = prefix + row.canonical if is_backbone(row.canonical) else row.canonical
+        owner, _, name = _path(model, row).rpartition(".")
+        module = model.get_submodule(owner)
+        if name == "weight" and getattr(module, "bnb_bits", None):
+            from gpt2_dual.pt.quantize import saved_weight
+
+            out.update(saved_weight(module, key))  # packed, with its statistics
+            continue
         out[key] = _canonical_tensor(model, row)  # a view; made contiguous per shard
     return out
 
