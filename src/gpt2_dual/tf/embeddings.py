@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from gpt2_dual.tf.attention import dense
+from gpt2_dual.tf.quantize import check_float
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +147,12 @@ class EmbeddingsMixin:
 
         Raises:
             ValueError: ``new_num_tokens`` or ``pad_to_multiple_of`` is not a positive integer.
+            QuantizedModelError: the model is quantized (resize the float model, then quantize).
 
         Example:
             >>> model.resize_token_embeddings(len(tok), pad_to_multiple_of=64)  # doctest: +SKIP
         """
+        check_float(self, "resize_token_embeddings", hint="resize the float model, then quantize()")
         wte = self.get_input_embeddings()
         for name, value in (("new_num_tokens", new_num_tokens),
                             ("pad_to_multiple_of", pad_to_multiple_of)):  # fmt: skip

@@ -26,6 +26,7 @@ from gpt2_dual.tf.generate import GenerationMixin
 from gpt2_dual.tf.inputs import InputError, as_tensor
 from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel, _warn_once
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
+from gpt2_dual.tf.quantize import tied_logits
 from gpt2_dual.tf.summary import SequenceSummary, gather_tokens, last_non_pad_token
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,10 @@ class _HeadModel(GPT2PreTrainedModel):
         """``(..., C) -> (..., V)`` through ``lm_head``, or through ``wte`` when tied."""
         if self.lm_head is not None:
             return self.lm_head(hidden)
-        return tied_product(hidden, self.transformer.wte.embeddings)
+        wte = self.transformer.wte
+        if wte.quantization_mode is not None:  # int8 rows: Keras' tied-head rule
+            return tied_logits(hidden, wte)
+        return tied_product(hidden, wte.embeddings)
 
 
 def tied_product(hidden: tf.Tensor, table: tf.Tensor) -> tf.Tensor:

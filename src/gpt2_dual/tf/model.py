@@ -45,6 +45,7 @@ from gpt2_dual.tf.inputs import (
 )
 from gpt2_dual.tf.layers import Block, layer_norm
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
+from gpt2_dual.tf.quantize import QuantizeMixin, config_entry, restore
 from gpt2_dual.tf.training import KerasTrainingMixin
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
-class GPT2PreTrainedModel(KerasTrainingMixin, EmbeddingsMixin, keras.Model, PushToHubMixin):
+class GPT2PreTrainedModel(
+    KerasTrainingMixin, EmbeddingsMixin, QuantizeMixin, keras.Model, PushToHubMixin
+):
     """What every gpt2_dual.tf model shares: config, building, loading, Keras conventions.
 
     Weights exist as soon as the model is constructed (``model.transformer.h[0].attn.c_attn
@@ -174,12 +177,14 @@ class GPT2PreTrainedModel(KerasTrainingMixin, EmbeddingsMixin, keras.Model, Push
 
     # ----------------------------------------------------------------- Keras conventions
     def get_config(self) -> dict[str, Any]:
-        """``{"config": config.to_dict()}`` plus the Keras name, trainable flag and dtype."""
+        """``{"config": config.to_dict()}`` plus the Keras name, trainable flag and dtype (and
+        the quantized layers, after ``quantize``)."""
         return {
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             "config": self.config.to_dict(),
+            **config_entry(self),
         }
 
     @classmethod
@@ -188,7 +193,9 @@ class GPT2PreTrainedModel(KerasTrainingMixin, EmbeddingsMixin, keras.Model, Push
         config = dict(config)
         gpt2_config = GPT2Config.from_dict(config.pop("config"))
         trainable = config.pop("trainable", True)
+        quantization = config.pop("quantization", None)
         model = cls(gpt2_config, **config)
+        restore(model, quantization)  # int8 variables for the stored int8 values
         model.trainable = trainable
         return model
 

@@ -39,6 +39,7 @@ from gpt2_dual.convert import hf, loading
 from gpt2_dual.convert.loading import CheckpointError, LoadReport
 from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
 from gpt2_dual.generation_config import load_for_model
+from gpt2_dual.tf.quantize import check_float, dequantized
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,19 @@ def _rows(model: keras.Model) -> list[Param]:
     return params(model.config, type(model).head)
 
 
-def _variable(model: keras.Model, row: Param) -> keras.Variable:
-    """Walk the row's path: attributes, and list indices for digits (``h.0``)."""
+def _owner(model: keras.Model, row: Param) -> tuple[Any, str]:
+    """The layer holding the row's variable and the variable's attribute name: walk the
+    row's path, attributes and list indices for digits (``h.0``)."""
+    *parts, attr = _path(model, row).split(".")
     target: Any = model
-    for part in _path(model, row).split("."):
+    for part in parts:
         target = target[int(part)] if part.isdigit() else getattr(target, part)
-    return target
+    return target, attr
+
+
+def _variable(model: keras.Model, row: Param) -> keras.Variable:
+    layer, attr = _owner(model, row)
+    return getattr(layer, attr)
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -81,12 +89,16 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def _canonical_array(model: keras.Model, row: Param) -> np.ndarray:
-    array = _numpy(_variable(model, row))
+    layer, attr = _owner(model, row)
+    if attr in ("kernel", "embeddings") and layer.quantization_mode:  # int8 values and scales
+        array = dequantized(layer)
+    else:
+        array = _numpy(getattr(layer, attr))
     # Dense kernel (in, out) -> transformers nn.Linear (out, in) for the head rows.
     return np.ascontiguousarray(array.T if row.tf_transpose else array)
 
 
-def to_canonical(model: keras.Model) -> dict[str, np.ndarray]:
+def to_canonical(model: keras.Model, *, dequantize: bool = False) -> dict[str, np.ndarray]:
     """The model's weights as a canonical numpy state dict (new, contiguous arrays).
 
     A tied ``lm_head.weight`` is left out, as transformers leaves it out of its checkpoints.
@@ -94,15 +106,28 @@ def to_canonical(model: keras.Model) -> dict[str, np.ndarray]:
 
     Args:
         model: a gpt2_dual.tf model (any head).
+        dequantize: for a model after ``quantize("int8")``: float weights rebuilt from the
+            int8 values and scales (their rounding stays); without it such a model is refused.
 
     Returns:
         Canonical name -> array in transformers' layout and the variable's dtype.
+
+    Raises:
+        QuantizedModelError: the model is quantized and ``dequantize`` is False.
 
     Example:
         >>> state = to_canonical(model)  # doctest: +SKIP
         >>> state["h.0.attn.c_attn.weight"].shape  # (C, 3C), transformers' Conv1D layout
     """
+    if not dequantize:
+        check_float(model, "to_canonical", hint=_DEQUANTIZE.format(call="to_canonical"))
     return {row.canonical: _canonical_array(model, row) for row in _rows(model)}
+
+
+_DEQUANTIZE = (
+    "pass dequantize=True for float weights rebuilt from the int8 ones (rounding included), "
+    "or keep the int8 model with model.save('model.keras') or save_weights ({call})"
+)
 
 
 # --------------------------------------------------------------------------- load
@@ -127,10 +152,14 @@ def load_canonical(model: keras.Model, state: Any, *, strict: bool = True) -> Lo
     Raises:
         CheckpointError: shapes differ (names tensor, expected and found canonical shapes), or
             with ``strict``, tensors are missing or unexpected (all named in one message).
+        QuantizedModelError: the model is quantized (load into the float model first).
 
     Example:
         >>> report = load_canonical(model, to_canonical(other_model))  # doctest: +SKIP
     """
+    check_float(
+        model, "load_canonical", hint="load the weights into the float model, then quantize()"
+    )
     return _load(model, loading.canonical_view(state), strict=strict)
 
 
@@ -315,6 +344,7 @@ def save_pretrained(
     save_directory: str | os.PathLike,
     *,
     max_shard_size: int | str = "5GB",
+    dequantize: bool = False,
 ) -> list[Path]:
     """Write ``config.json`` and ``model.safetensors`` as transformers' PyTorch class would.
 
@@ -328,19 +358,28 @@ def save_pretrained(
         model: a gpt2_dual.tf model (any head).
         save_directory: folder to write into (created if needed).
         max_shard_size: largest shard, in bytes or as ``"5GB"``/``"500MB"``.
+        dequantize: for a model after ``quantize("int8")``: write float weights rebuilt from
+            the int8 values and scales (their rounding stays; 4x the int8 size); without it
+            such a model is refused, since transformers' format has no Keras int8 layout.
 
     Returns:
         The written files (``generation_config.json`` too for the LM heads), ``config.json``
         last.
 
+    Raises:
+        QuantizedModelError: the model is quantized and ``dequantize`` is False (nothing is
+            written).
+
     Example:
         >>> model.save_pretrained("out/")  # then transformers' from_pretrained("out/") works
     """
+    if not dequantize:
+        check_float(model, "save_pretrained", hint=_DEQUANTIZE.format(call="save_pretrained"))
     folder = Path(save_directory)
     state = _disk_state(model)
     written = hf.save_safetensors(state, folder, max_shard_size=max_shard_size)
     if hasattr(model, "generate"):
         written.append(model.generation_config.save_pretrained(folder))
-    dtype = keras.backend.standardize_dtype(_variable(model, _rows(model)[0]).dtype)
+    dtype = keras.backend.standardize_dtype(_owner(model, _rows(model)[0])[0].variable_dtype)
     written.append(loading.save_config(model.config, type(model).__name__, dtype, folder))
     return written
