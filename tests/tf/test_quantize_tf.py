@@ -421,3 +421,40 @@ def test_quantize_drops_compiled_generate_programs():
     assert compiled_programs(model)
     model.quantize("int8")
     assert not compiled_programs(model)
+
+
+def test_a_quantized_model_predicts_under_xla_on_cpu():
+    """TF's own int8 matmul (graph mode) is 3-5x slower than float32 on CPU: predict and
+    evaluate of an int8 model take XLA whatever the CPU rule picks for float models."""
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("the CPU rule applies on CPU-only machines")
+    model = int8_model()
+    model.compile(optimizer="sgd")
+    assert model.jit_compile_for("forward") is True
+    assert model.jit_compile_for("train") is True
+    model.compile(optimizer="sgd", jit_compile=False)  # an explicit choice stays
+    assert model.jit_compile_for("forward") is False
+
+
+def test_keras_from_pretrained_refuses_bitsandbytes(tmp_path):
+    from gpt2_dual import BitsAndBytesConfig
+
+    float_model().save_pretrained(tmp_path)
+    with pytest.raises(InvalidInputError) as info:
+        gtf.GPT2LMHeadModel.from_pretrained(
+            tmp_path, quantization_config=BitsAndBytesConfig(load_in_4bit=True)
+        )
+    assert str(info.value) == (
+        "quantization_config= bitsandbytes is PyTorch only: load it with gpt2_dual.pt; in "
+        "Keras, load the float checkpoint and call model.quantize('int8')"
+    )
+    config = __import__("json").loads((tmp_path / "config.json").read_text())
+    config["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True).to_dict()
+    (tmp_path / "config.json").write_text(__import__("json").dumps(config))
+    with pytest.raises(InvalidInputError) as info:
+        gtf.GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert str(info.value) == (
+        f"the checkpoint at {str(tmp_path)!r}, quantized with bitsandbytes is PyTorch only: "
+        "load it with gpt2_dual.pt; in Keras, load the float checkpoint and call "
+        "model.quantize('int8')"
+    )

@@ -39,6 +39,7 @@ from gpt2_dual.tf.heads import (  # noqa: E402
 from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel  # noqa: E402
 from gpt2_dual.tf.outputs import ModelOutputDict  # noqa: E402
 from gpt2_dual.tf.preprocessing import GPT2CausalLMPreprocessor, GPT2Preprocessor  # noqa: E402
+from gpt2_dual.tf.quantize import QuantizedModelError  # noqa: E402
 
 __all__ = [
     "MODEL_CLASSES",
@@ -53,6 +54,7 @@ __all__ = [
     "GPT2PreTrainedModel",
     "GPT2Preprocessor",
     "ModelOutputDict",
+    "QuantizedModelError",
     "StaticCache",
     "build",
 ]

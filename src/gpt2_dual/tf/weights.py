@@ -38,6 +38,7 @@ from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert import hf, loading
 from gpt2_dual.convert.loading import CheckpointError, LoadReport
 from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
+from gpt2_dual.errors import InvalidInputError
 from gpt2_dual.generation_config import load_for_model
 from gpt2_dual.tf.quantize import check_float, dequantized
 
@@ -201,6 +202,14 @@ def _init_missing(model: keras.Model, names: tuple[str, ...]) -> None:
 
 
 # --------------------------------------------------------------------------- from_pretrained
+def _refuse_bitsandbytes(where: str, given: bool) -> None:
+    what = "quantization_config=" if given else f"the checkpoint at {where!r}, quantized with"
+    raise InvalidInputError(
+        f"{what} bitsandbytes is PyTorch only: load it with gpt2_dual.pt; in Keras, load "
+        "the float checkpoint and call model.quantize('int8')"
+    )
+
+
 def from_pretrained(
     cls: type[keras.Model],
     path_or_repo_id: str | os.PathLike,
@@ -213,6 +222,7 @@ def from_pretrained(
     token: str | bool | None = None,
     subfolder: str = "",
     strict: bool = True,
+    quantization_config: Any = None,
     **config_overrides: Any,
 ) -> keras.Model:
     """Load a transformers-format GPT-2 checkpoint (local folder or Hub repo) into ``cls``.
@@ -234,6 +244,8 @@ def from_pretrained(
             (see ``gpt2_dual.hub.resolve_file``).
         strict: when True, backbone tensors missing or not used are an error; when False they
             are initialized or left unused, and logged.
+        quantization_config: accepted for ``gpt2_dual.pt``'s signature and refused:
+            bitsandbytes is PyTorch only (Keras' int8 is ``model.quantize("int8")``).
         **config_overrides: GPT2Config fields to override (e.g. ``num_labels=3``).
 
     Returns:
@@ -245,6 +257,8 @@ def from_pretrained(
             says how to convert it).
         TypeError: an override is not a GPT2Config field.
         ValueError: ``dtype`` is not a floating dtype or policy.
+        InvalidInputError: a bitsandbytes ``quantization_config`` (given, or in the
+            checkpoint's config.json): bitsandbytes is PyTorch only.
 
     Example:
         >>> from gpt2_dual.tf import GPT2ForSequenceClassification
@@ -254,7 +268,11 @@ def from_pretrained(
     """
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     hub.update(token=token, subfolder=subfolder)
+    if quantization_config is not None:
+        _refuse_bitsandbytes(str(path_or_repo_id), True)
     config = loading.build_config(path_or_repo_id, config, hub, config_overrides)
+    if config.extra.get("quantization_config") is not None:
+        _refuse_bitsandbytes(str(path_or_repo_id), False)
     found = hf.find_checkpoint(path_or_repo_id, **hub)
     if found.format == "bin":  # read transformers TF weights beside it, else refuse
         try:
