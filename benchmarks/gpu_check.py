@@ -15,6 +15,9 @@ Sections:
              transformers' generate; ms per decode step and tokens/s (gpu_generate.py).
   speed      forward and training step at gpt2 / gpt2-medium shapes, fp16 / bf16 / fp32,
              ours against transformers (both sdpa), CUDA-event timed; peak memory.
+  bnb        the model card's bitsandbytes 4-bit gpt2-xl (nf4, double quant, fp16 compute)
+             and 8-bit, ours against transformers: GPU memory, load time, logits, ms per
+             decode step (gpu_bnb.py; needs the wheels in benchmarks/wheels/, see there).
 
 Usage (on a CUDA machine, from the repository root):
     PYTHONPATH=src python benchmarks/gpu_check.py --out benchmarks/results/gpu.md
@@ -420,6 +423,14 @@ def time_model(model, ids) -> tuple[float, float, float]:
     return forward, train, peak
 
 
+@section("bnb: bitsandbytes 4-bit and 8-bit gpt2-xl, ours against transformers")
+def bnb() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gpu_bnb
+
+    gpu_bnb.run(log)
+
+
 @section("speed: torch.compile forward (ours), bf16")
 def compiled_speed() -> None:
     config = GPT2Config.from_preset("gpt2", **NO_DROPOUT)
@@ -463,6 +474,7 @@ def main() -> None:
         "generate": generate,
         "speed": speed,
         "compiled": compiled_speed,
+        "bnb": bnb,
     }
     for name, fn in sections.items():
         if args.only is None or name in args.only:
