@@ -8,6 +8,7 @@ their temporary folders, by the same rule).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -187,3 +188,16 @@ def build_from_file(path: str | os.PathLike, build: Callable[[dict[str, Any]], A
         raise
     except (ValueError, TypeError) as err:
         raise MalformedFileError(f"{path}: {err}") from err
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system (glibc ``malloc_trim``):
+    after a conversion side or a quantized load, the freed float temporaries would otherwise
+    stay in the process's resident memory."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass

@@ -18,13 +18,13 @@ Frameworks are imported only when a side of theirs runs.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from gpt2_dual._io import release_memory
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert import loading
 from gpt2_dual.heads import HEAD_SPECS
@@ -258,18 +258,6 @@ def run_side(framework: str, config: GPT2Config, head: str, view: Any) -> dict[s
     del model
     release_memory()
     return result
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap memory back to the system (glibc ``malloc_trim``),
-    so the next side does not stack its model on the memory of the last one."""
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 # --------------------------------------------------------------------------- comparing

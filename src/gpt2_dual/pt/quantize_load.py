@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gpt2_dual._io import release_memory
 from gpt2_dual.convert.loading import CheckpointError
 from gpt2_dual.convert.safetensors_io import read_header
 from gpt2_dual.errors import InvalidInputError, MalformedFileError
@@ -227,6 +228,7 @@ class Plan:
         (``is_quantized`` also keeps ``generate`` from compiling its decode step, as
         transformers does for bitsandbytes models)."""
         model.config.quantization_config = self.config
+        release_memory()  # the float tensors quantized on the way (0.7 -> 0.3 GB, gpt2-medium)
         model.is_quantized = True
         model.quantization_method = "bitsandbytes"
         model.is_loaded_in_4bit = self.config.bits == 4
