@@ -30,7 +30,10 @@ from gpt2_dual.errors import InvalidInputError
 __all__ = [
     "ENV_ONEDNN",
     "ENV_TF_XLA",
+    "BFLOAT16_NATIVE",
     "CpuInfo",
+    "bfloat16_advice",
+    "bfloat16_path",
     "cpu_info",
     "float32_path",
     "onednn_default",
@@ -53,7 +56,7 @@ UARCHES = (
     ("Intel", 6, 173, 174, "granite-rapids"),
 )  # fmt: skip
 #: Flags that matter for the kernels, as /proc/cpuinfo names them.
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma", "avx_ne_convert")
 
 
 @dataclass(frozen=True)
@@ -210,3 +213,62 @@ def tf_jit_default(
             raise InvalidInputError(f"{ENV_TF_XLA}={value!r}: use 1 (XLA) or 0 (graph mode)")
         return value == "1"
     return tf_forward_path(tf_onednn, purpose) == "xla"
+
+
+#: ``bfloat16_path`` values where the CPU does bf16 arithmetic itself (the fast ones).
+BFLOAT16_NATIVE = ("amx", "avx512_bf16")
+_X86 = ("x86_64", "amd64", "i686", "x86")
+
+
+def bfloat16_path(info: CpuInfo) -> str:
+    """How bfloat16 matrix products run on this CPU, as PyTorch and TensorFlow pick kernels:
+
+    - ``"amx"``: x86 with AMX-BF16 tiles (Intel Xeon from Sapphire Rapids on): oneDNN's AMX
+      kernels.
+    - ``"avx512_bf16"``: x86 with AVX-512 BF16 dot products (AMD Zen 4 and 5, Intel Cooper
+      Lake): oneDNN's native bf16 kernels. Zen 5 EPYC, gpt2-small, against the fastest
+      float32: PyTorch forward 1.6-1.9x, decoding 1.4-1.7x; Keras forward in graph mode
+      1.2-1.55x, under XLA 0.8-0.95x (``benchmarks/results/lowp_cpu_amd-epyc-zen5.md``).
+    - ``"avx512"``: x86 with AVX-512 but no bf16 arithmetic (Intel Skylake-SP to Ice Lake):
+      oneDNN widens bf16 to float32 in registers (emulated: PyTorch forward 0.44-0.49x
+      float32, decoding 0.9-1.0x).
+    - ``"avx_ne_convert"``: x86 without AVX-512 but with AVX-NE-CONVERT (Intel Sierra Forest,
+      Arrow Lake, Lunar Lake): oneDNN widens bf16 to float32 on AVX2 (not measured).
+    - ``"none"``: any other x86 (AVX2 only): oneDNN offers PyTorch no bf16 GEMM and it falls
+      back to its own kernels (emulated: forward 0.02-0.03x float32, decoding 0.09-0.15x).
+    - ``"other"``: not x86 (Apple silicon, other ARM): not measured.
+
+    The two slow kinds were emulated on the Zen 5 (``ONEDNN_MAX_CPU_ISA``,
+    ``ATEN_CPU_CAPABILITY``: those CPUs' kernel choices, this core's timings);
+    ``benchmarks/bench_lowp.py`` measures all of it.
+    """
+    if info.machine.lower() not in _X86:
+        return "other"
+    if "amx_bf16" in info.flags and "amx_tile" in info.flags:
+        return "amx"
+    if "avx512_bf16" in info.flags:
+        return "avx512_bf16"
+    if "avx512f" in info.flags:
+        return "avx512"
+    return "avx_ne_convert" if "avx_ne_convert" in info.flags else "none"
+
+
+#: bf16 speed against float32 on the x86 kinds without bf16 arithmetic (PyTorch, gpt2-small,
+#: emulated on a Zen 5 EPYC: ``benchmarks/results/lowp_cpu_amd-epyc-zen5.md``).
+_BF16_SLOWDOWN = {
+    "avx512": "a forward pass at about 0.45x float32's speed and decoding at about 0.9x",
+    "none": "a forward pass at about 0.03x float32's speed and decoding at about 0.1x",
+}
+
+
+def bfloat16_advice(info: CpuInfo) -> str | None:
+    """What to tell someone running a bfloat16 model on this CPU, or None where bf16 is the
+    fast path (``BFLOAT16_NATIVE``) or not measured (``"avx_ne_convert"``, ``"other"``)."""
+    path = bfloat16_path(info)
+    if path not in _BF16_SLOWDOWN:
+        return None
+    return (
+        f"bfloat16 on this CPU ({info.model}: no AVX-512 BF16 or AMX, bf16 path {path!r}) "
+        f"runs {_BF16_SLOWDOWN[path]}; float32 is faster here "
+        "(benchmarks/bench_lowp.py measures it)"
+    )

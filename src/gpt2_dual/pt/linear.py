@@ -27,10 +27,16 @@ for the blocks' weight gradients. Under ``torch.compile`` it is a ``torch.librar
 that inductor calls as an opaque kernel; eager code avoids the custom op, whose first call
 costs about 1 s. Every other case (GPU, other dtypes, CPU autocast, no oneDNN in the build,
 or ``use_onednn(False)``) runs PyTorch's ``addmm``/``linear``.
+
+bfloat16 products on CPU run PyTorch's bf16 ``addmm``/``linear``, which is oneDNN's where the
+CPU has bf16 arithmetic (``gpt2_dual.cpu.bfloat16_path``: AVX-512 BF16 or AMX). On x86 CPUs
+without it, the first bf16 CPU product logs one warning (``gpt2_dual.cpu.bfloat16_advice``:
+measured there, float32 is the faster choice).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -65,7 +71,8 @@ def onednn_by_default() -> bool:
     return onednn_available() and onednn_default()
 
 
-_STATE = {"onednn": onednn_by_default()}
+_STATE = {"onednn": onednn_by_default(), "bf16_checked": False}
+logger = logging.getLogger(__name__)
 
 
 def use_onednn(enabled: bool) -> None:
@@ -164,6 +171,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, *, out_in: bool) -> T
     Returns:
         ``(..., N)``.
     """
+    if not _STATE["bf16_checked"] and x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        _check_bfloat16()
     if _PACKED and not torch.compiler.is_compiling():
         y = _packed(x, weight, bias)
         if y is not None:
@@ -180,6 +189,18 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, *, out_in: bool) -> T
     else:
         y = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
     return _unfold(y, x)
+
+
+def _check_bfloat16() -> None:
+    """Once per process: warn when bf16 products run on a CPU without bf16 arithmetic."""
+    if torch.compiler.is_compiling():
+        return
+    from gpt2_dual.cpu import bfloat16_advice, cpu_info
+
+    _STATE["bf16_checked"] = True
+    advice = bfloat16_advice(cpu_info())
+    if advice is not None:
+        logger.warning(advice)
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
