@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from gpt2_dual.tf.training import tf_onednn_enabled
 
     onednn = tf_onednn_enabled()
-    forward_rule = f"gpt2_dual.tf {'graph' if tf_forward_path(onednn) == 'graph' else 'XLA'}"
+    forward_rule = f"gpt2_dual.tf {tf_forward_path(onednn).replace('xla', 'XLA')}"
     train_rule = f"train step {tf_forward_path(onednn, 'train').replace('xla', 'XLA')}"
     facts = machine.facts(args.threads)
     peaks = {**machine.gemm_peak_torch(), **machine.gemm_peak_tf()}

@@ -35,8 +35,10 @@ def facts(threads: int | None) -> list[str]:
     return [
         f"- CPU: {info.describe()}; {os.cpu_count()} logical cores; results family "
         f"`{info.family}`",
-        f"- TensorFlow path by the CPU rule: forward {tf_forward_path(True)} where TF's oneDNN "
-        f"is on (else {tf_forward_path(False)}), training {tf_forward_path(True, 'train')}",
+        f"- TensorFlow path by the CPU rule: float32 forward {tf_forward_path(True)}, training "
+        f"{tf_forward_path(True, 'train')}, bfloat16 forward "
+        f"{tf_forward_path(True, 'forward', 'bfloat16')} where TF's oneDNN is on (else "
+        f"{tf_forward_path(False, 'forward', 'bfloat16')})",
         f"- threads per library: {threads or 'library default'}; Python "
         f"{platform.python_version()}; {platform.platform()}",
         f"- 1-minute load average at the start: {os.getloadavg()[0]:.2f}",

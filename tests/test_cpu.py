@@ -87,15 +87,16 @@ def test_result_files_are_kept_per_microarchitecture(text, family):
 
 
 @pytest.mark.parametrize(
-    "onednn, purpose, path",
-    [(True, "forward", "graph"), (False, "forward", "xla"), (True, "train", "xla"),
-     (False, "train", "xla")],
+    "onednn, purpose, dtype, path",
+    [(True, "forward", "float32", "xla"), (True, "train", "float32", "xla"),
+     (True, "forward", "bfloat16", "graph"), (False, "forward", "bfloat16", "xla"),
+     (True, "train", "bfloat16", "xla"), (False, "forward", "float32", "xla")],
 )  # fmt: skip
-def test_tensorflow_path_by_purpose_and_onednn(onednn, purpose, path):
-    assert tf_forward_path(onednn, purpose) == path
-    assert tf_jit_default(onednn, purpose, environ={}) is (path == "xla")
-    assert tf_jit_default(onednn, purpose, environ={ENV_TF_XLA: "1"}) is True
-    assert tf_jit_default(onednn, purpose, environ={ENV_TF_XLA: "0"}) is False
+def test_tensorflow_path_by_purpose_dtype_and_onednn(onednn, purpose, dtype, path):
+    assert tf_forward_path(onednn, purpose, dtype) == path
+    assert tf_jit_default(onednn, purpose, dtype, environ={}) is (path == "xla")
+    assert tf_jit_default(onednn, purpose, dtype, environ={ENV_TF_XLA: "1"}) is True
+    assert tf_jit_default(onednn, purpose, dtype, environ={ENV_TF_XLA: "0"}) is False
 
 
 def test_tensorflow_rule_refuses_bad_values():
@@ -108,38 +109,41 @@ def test_tensorflow_rule_refuses_bad_values():
 
 
 KERAS_JIT = """
+import sys
 import tensorflow as tf
 from cases import tiny_config
 from gpt2_dual.tf import GPT2Model
 assert not tf.config.list_physical_devices("GPU")
-m = GPT2Model(tiny_config())
+m = GPT2Model(tiny_config(), dtype=sys.argv[1])
 fresh = (m.jit_compile, m.jit_compile_for("forward"))
 m.compile(optimizer="sgd")
 auto = (m.jit_compile, m.jit_compile_for("forward"), m.get_compile_config()["jit_compile"])
 m.predict({"input_ids": tf.constant([[1, 2]])}, verbose=0)
 after_predict = m._jit_compile
-m.compile(optimizer="sgd", jit_compile=True)
+m.compile(optimizer="sgd", jit_compile=False)
 print(*fresh, *auto, after_predict, m.jit_compile, m.jit_compile_for("forward"))
 """
 
 
 @pytest.mark.parametrize(
-    "env, expected",
-    [({}, "True False True False auto True True True"),
-     ({ENV_TF_XLA: "0"}, "False False False False auto False True True"),
-     ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "True True True True auto True True True")],
-    ids=["rule", "override", "tf-onednn-off"],
+    "dtype, env, expected",
+    [("float32", {}, "True True True True auto True False False"),
+     ("bfloat16", {}, "True False True False auto True False False"),
+     ("bfloat16", {ENV_TF_XLA: "1"}, "True True True True auto True False False"),
+     ("bfloat16", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "True True True True auto True False False"),
+     ("float32", {ENV_TF_XLA: "0"}, "False False False False auto False False False")],
+    ids=["float32", "bfloat16", "bfloat16-override", "bfloat16-tf-onednn-off", "override-off"],
 )  # fmt: skip
-def test_keras_auto_jit_compile_follows_the_rule_per_purpose(env, expected):
+def test_keras_auto_jit_compile_follows_the_rule_per_purpose(dtype, env, expected):
     pytest.importorskip("tensorflow")
     from gpt2_dual.cpu import cpu_info
 
-    if env == {} and cpu_info().machine not in ("x86_64", "AMD64"):
-        pytest.skip("the rule row is written for x86 TensorFlow builds (oneDNN on)")
+    if (dtype, env) == ("bfloat16", {}) and cpu_info().machine not in ("x86_64", "AMD64"):
+        pytest.skip("the bfloat16 row is written for x86 TensorFlow builds (oneDNN on)")
     clean = {k: v for k, v in __import__("os").environ.items()
              if k not in (ENV_TF_XLA, "TF_ENABLE_ONEDNN_OPTS")}  # fmt: skip
     tests = str(__import__("pathlib").Path(__file__).parent)
-    run = subprocess.run([sys.executable, "-c", KERAS_JIT], env={**clean, **env, "PYTHONPATH": tests},
+    run = subprocess.run([sys.executable, "-c", KERAS_JIT, dtype], env={**clean, **env, "PYTHONPATH": tests},
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == expected.split()

@@ -173,32 +173,38 @@ def onednn_default(info: CpuInfo | None = None, environ: dict[str, str] | None =
     return float32_path(info or cpu_info()) == "onednn"
 
 
-def tf_forward_path(tf_onednn: bool, purpose: str = "forward") -> str:
-    """How ``gpt2_dual.tf`` runs compiled steps on a CPU-only machine, ``"graph"``
-    (``tf.function`` without XLA) or ``"xla"``, by ``purpose``:
+def tf_forward_path(
+    tf_onednn: bool, purpose: str = "forward", compute_dtype: str = "float32"
+) -> str:
+    """How ``gpt2_dual.tf`` runs compiled steps on a CPU-only machine: ``"xla"`` or
+    ``"graph"`` (``tf.function`` without XLA), by ``purpose`` (``"forward"``: ``predict``,
+    ``evaluate``; ``"train"``: ``fit``) and the model's compute dtype:
 
-    - ``"forward"`` (``predict``, ``evaluate``): graph mode where TensorFlow's oneDNN kernels
-      are on (its x86 and Linux aarch64 builds, unless ``TF_ENABLE_ONEDNN_OPTS=0``): its
-      oneDNN GEMMs beat XLA's Eigen ones; XLA where they are off.
-    - ``"train"`` (``fit``): XLA, whose fusion of the backward's elementwise work outweighs
-      oneDNN's faster GEMMs.
+    - float32, both purposes: XLA. Keras' own "auto" picks graph mode on CPU; measured on a
+      Zen 5 EPYC, 2 threads, gpt2-small LM (``benchmarks/results/tf_cpu_amd-epyc-zen5.md``),
+      XLA runs the forward 1.13x graph mode at 1x128 and 1.09x at 8x512, and the training
+      step (4x128) 1.24x.
+    - bfloat16 forwards where TensorFlow's oneDNN kernels are on (x86 and Linux aarch64 builds,
+      unless ``TF_ENABLE_ONEDNN_OPTS=0``): graph mode. XLA on CPU computes bf16 dots in
+      float32 (0.8-0.9x float32) while oneDNN's bf16 GEMMs run 1.2-1.5x float32
+      (``lowp_cpu_amd-epyc-zen5.md``). bf16 training keeps XLA (not measured apart).
 
-    Measured on a Zen 5 EPYC (gpt2-small LM, 1 thread, CPU time, KerasHub's XLA in the same
-    process; ``benchmarks/results/tf_cpu_amd-epyc-zen5.md``): forward in graph mode 1.10x
-    KerasHub at 1x128 and 8x512 against 1.02-1.04x under XLA; training step 4x128 under XLA
-    1.07x graph mode. ``generate`` keeps XLA everywhere: its fused decode loop is faster than
-    graph mode on every CPU measured.
+    ``generate`` compiles its loop with XLA whatever the rule (``jit_compile=True``).
 
     Raises:
         ValueError: ``purpose`` is neither ``"forward"`` nor ``"train"``.
     """
     if purpose not in ("forward", "train"):
         raise ValueError(f"purpose {purpose!r}: use 'forward' or 'train'")
-    return "graph" if tf_onednn and purpose == "forward" else "xla"
+    bf16_forward = purpose == "forward" and compute_dtype == "bfloat16"
+    return "graph" if tf_onednn and bf16_forward else "xla"
 
 
 def tf_jit_default(
-    tf_onednn: bool, purpose: str = "forward", environ: dict[str, str] | None = None
+    tf_onednn: bool,
+    purpose: str = "forward",
+    compute_dtype: str = "float32",
+    environ: dict[str, str] | None = None,
 ) -> bool:
     """``jit_compile`` that ``"auto"`` means for our Keras models on a CPU-only machine:
     ``GPT2_DUAL_TF_XLA`` (0 or 1) if set, else ``tf_forward_path(...) == "xla"``.
@@ -212,7 +218,7 @@ def tf_jit_default(
         if value not in ("0", "1"):
             raise InvalidInputError(f"{ENV_TF_XLA}={value!r}: use 1 (XLA) or 0 (graph mode)")
         return value == "1"
-    return tf_forward_path(tf_onednn, purpose) == "xla"
+    return tf_forward_path(tf_onednn, purpose, compute_dtype) == "xla"
 
 
 #: ``bfloat16_path`` values where the CPU does bf16 arithmetic itself (the fast ones).

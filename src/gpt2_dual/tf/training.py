@@ -236,7 +236,8 @@ class KerasTrainingMixin:
 
         if quantized_layers(self):  # TF's own int8 matmul is 3-5x slower than float32 here
             return True
-        return tf_jit_default(tf_onednn_enabled(), purpose)
+        compute = self.dtype_policy.compute_dtype
+        return tf_jit_default(tf_onednn_enabled(), purpose, compute)
 
     def make_predict_function(self, force: bool = False) -> Any:
         with _jit_for(self, "forward"):
