@@ -12,7 +12,7 @@ import pytest
 
 from gpt2_dual.cpu import (
     ENV_ONEDNN,
-    ENV_TF_XLA,
+    ENV_TF_JIT,
     CpuInfo,
     cpu_info,
     float32_path,
@@ -95,14 +95,14 @@ def test_result_files_are_kept_per_microarchitecture(text, family):
 def test_tensorflow_path_by_purpose_dtype_and_onednn(onednn, purpose, dtype, path):
     assert tf_forward_path(onednn, purpose, dtype) == path
     assert tf_jit_default(onednn, purpose, dtype, environ={}) is (path == "xla")
-    assert tf_jit_default(onednn, purpose, dtype, environ={ENV_TF_XLA: "1"}) is True
-    assert tf_jit_default(onednn, purpose, dtype, environ={ENV_TF_XLA: "0"}) is False
+    assert tf_jit_default(onednn, purpose, dtype, environ={ENV_TF_JIT: "1"}) is True
+    assert tf_jit_default(onednn, purpose, dtype, environ={ENV_TF_JIT: "0"}) is False
 
 
 def test_tensorflow_rule_refuses_bad_values():
     with pytest.raises(InvalidInputError) as info:
-        tf_jit_default(True, environ={ENV_TF_XLA: "on"})
-    assert str(info.value) == "GPT2_DUAL_TF_XLA='on': use 1 (XLA) or 0 (graph mode)"
+        tf_jit_default(True, environ={ENV_TF_JIT: "on"})
+    assert str(info.value) == "GPT2_DUAL_TF_JIT='on': use 1 (XLA) or 0 (graph mode)"
     with pytest.raises(ValueError) as info:
         tf_forward_path(True, "decode")
     assert str(info.value) == "purpose 'decode': use 'forward' or 'train'"
@@ -129,9 +129,9 @@ print(*fresh, *auto, after_predict, m.jit_compile, m.jit_compile_for("forward"))
     "dtype, env, expected",
     [("float32", {}, "True True True True auto True False False"),
      ("bfloat16", {}, "True False True False auto True False False"),
-     ("bfloat16", {ENV_TF_XLA: "1"}, "True True True True auto True False False"),
+     ("bfloat16", {ENV_TF_JIT: "1"}, "True True True True auto True False False"),
      ("bfloat16", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "True True True True auto True False False"),
-     ("float32", {ENV_TF_XLA: "0"}, "False False False False auto False False False")],
+     ("float32", {ENV_TF_JIT: "0"}, "False False False False auto False False False")],
     ids=["float32", "bfloat16", "bfloat16-override", "bfloat16-tf-onednn-off", "override-off"],
 )  # fmt: skip
 def test_keras_auto_jit_compile_follows_the_rule_per_purpose(dtype, env, expected):
@@ -141,7 +141,7 @@ def test_keras_auto_jit_compile_follows_the_rule_per_purpose(dtype, env, expecte
     if (dtype, env) == ("bfloat16", {}) and cpu_info().machine not in ("x86_64", "AMD64"):
         pytest.skip("the bfloat16 row is written for x86 TensorFlow builds (oneDNN on)")
     clean = {k: v for k, v in __import__("os").environ.items()
-             if k not in (ENV_TF_XLA, "TF_ENABLE_ONEDNN_OPTS")}  # fmt: skip
+             if k not in (ENV_TF_JIT, "TF_ENABLE_ONEDNN_OPTS")}  # fmt: skip
     tests = str(__import__("pathlib").Path(__file__).parent)
     run = subprocess.run([sys.executable, "-c", KERAS_JIT, dtype], env={**clean, **env, "PYTHONPATH": tests},
                          capture_output=True, text=True)  # fmt: skip

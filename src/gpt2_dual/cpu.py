@@ -29,7 +29,7 @@ from gpt2_dual.errors import InvalidInputError
 
 __all__ = [
     "ENV_ONEDNN",
-    "ENV_TF_XLA",
+    "ENV_TF_JIT",
     "BFLOAT16_NATIVE",
     "CpuInfo",
     "bfloat16_advice",
@@ -44,7 +44,7 @@ __all__ = [
 #: Environment variable that overrides the rule: "1" (oneDNN) or "0" (PyTorch's kernels).
 ENV_ONEDNN = "GPT2_DUAL_ONEDNN"
 #: Environment variable that overrides the TensorFlow rule: "1" (XLA) or "0" (graph mode).
-ENV_TF_XLA = "GPT2_DUAL_TF_XLA"
+ENV_TF_JIT = "GPT2_DUAL_TF_JIT"
 #: (vendor, cpuid family, first model, last model) -> microarchitecture, for result files.
 UARCHES = (
     ("AMD", 23, 0x00, 0x2F, "zen1"), ("AMD", 23, 0x30, 0xFF, "zen2"),
@@ -207,16 +207,16 @@ def tf_jit_default(
     environ: dict[str, str] | None = None,
 ) -> bool:
     """``jit_compile`` that ``"auto"`` means for our Keras models on a CPU-only machine:
-    ``GPT2_DUAL_TF_XLA`` (0 or 1) if set, else ``tf_forward_path(...) == "xla"``.
+    ``GPT2_DUAL_TF_JIT`` (0 or 1) if set, else ``tf_forward_path(...) == "xla"``.
 
     Raises:
-        InvalidInputError: ``GPT2_DUAL_TF_XLA`` is set to something other than 0 or 1.
+        InvalidInputError: ``GPT2_DUAL_TF_JIT`` is set to something other than 0 or 1.
     """
     env = os.environ if environ is None else environ
-    value = env.get(ENV_TF_XLA, "").strip()
+    value = env.get(ENV_TF_JIT, "").strip()
     if value:
         if value not in ("0", "1"):
-            raise InvalidInputError(f"{ENV_TF_XLA}={value!r}: use 1 (XLA) or 0 (graph mode)")
+            raise InvalidInputError(f"{ENV_TF_JIT}={value!r}: use 1 (XLA) or 0 (graph mode)")
         return value == "1"
     return tf_forward_path(tf_onednn, purpose, compute_dtype) == "xla"
 

@@ -223,7 +223,7 @@ class KerasTrainingMixin:
         """Whether ``purpose`` (``"train"``: ``fit``; ``"forward"``: ``predict``,
         ``evaluate``) runs under XLA: ``compile``'s ``jit_compile`` when given; with "auto",
         Keras' rule (XLA) with a GPU, TPU or distribution strategy, and on a CPU-only machine
-        the CPU rule for that purpose (``gpt2_dual.cpu.tf_forward_path``; ``GPT2_DUAL_TF_XLA``
+        the CPU rule for that purpose (``gpt2_dual.cpu.tf_forward_path``; ``GPT2_DUAL_TF_JIT``
         overrides it)."""
         return self._auto_jit(purpose) if self._jit_auto else bool(self.jit_compile)
 
