@@ -51,6 +51,7 @@ from gpt2_dual._io import atomic_write_text  # noqa: E402
 from gpt2_dual.cpu import cpu_info  # noqa: E402
 from gpt2_dual.tf import GPT2LMHeadModel  # noqa: E402
 from gpt2_dual.tf.training import tf_onednn_enabled  # noqa: E402
+from machine import interleaved  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).parent / "results" / f"keras_int8_{cpu_info().family}.md"
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -81,17 +82,6 @@ def weight_bytes(model: keras.Model) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- timing
-def interleaved(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each variant, one call each per round, round-robin."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def forward_fn(model: GPT2LMHeadModel, ids: tf.Tensor, mode: str) -> Callable[[], np.ndarray]:
     def call(ids):
         return model(input_ids=ids, use_cache=False).logits

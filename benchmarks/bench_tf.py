@@ -30,7 +30,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from importlib.metadata import version
 
@@ -122,19 +121,6 @@ def train_variants(config) -> dict[str, Callable]:
     return variants
 
 
-def interleaved(variants: dict[str, Callable], rounds: int) -> dict[str, list[float]]:
-    for fn in variants.values():  # compile / warm up
-        fn()
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def table(label: str, times, flops: float, peak: float, rule: str, diffs: dict) -> list[str]:
     anchor = times.get(ANCHOR)
     pt = times.get("gpt2_dual.pt")
@@ -180,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         ref = variants["gpt2_dual.tf graph"]()
         diffs = {n: f"{np.abs(variants[n]() - ref).max():.1e}" for n in
                  ("gpt2_dual.tf XLA", "gpt2_dual.tf eager", "gpt2_dual.pt")}  # fmt: skip
-        times = interleaved(variants, args.rounds)
+        times = machine.interleaved(variants, args.rounds, warmup=2)
         flops = machine.gpt2_forward_flops(config, *shape)
         rows += table(f"forward {shape_text}", times, flops, peak, forward_rule, diffs)
         print("\n".join(rows[-len(variants):]), flush=True)
     if not args.quick:
-        times = interleaved(train_variants(config), max(3, args.rounds - 2))
+        times = machine.interleaved(train_variants(config), max(3, args.rounds - 2), warmup=2)
         flops = 3 * machine.gpt2_forward_flops(config, 4, 128)
         rows += table("train 4x128", times, flops, peak, train_rule, {})
         print("\n".join(rows[-2:]), flush=True)

@@ -106,3 +106,20 @@ def gpt2_forward_flops(config, batch: int, tokens: int, lm: bool = True) -> floa
 
 def percent_of_peak(flops: float, seconds: float, peak_gflops: float) -> str:
     return f"{100 * flops / seconds / 1e9 / peak_gflops:.0f}%"
+
+
+def interleaved(
+    variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 0
+) -> dict[str, list[float]]:
+    """Wall seconds per call of each variant: ``warmup`` untimed calls each, then one call
+    each per round, round-robin (a burst of load from other processes hits all alike)."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
