@@ -43,7 +43,9 @@ import numpy as np
 from gpt2_dual.errors import InputTypeError, InvalidInputError, OutOfRangeError
 
 __all__ = [
+    "HEAD_ARGS",
     "IGNORE_INDEX",
+    "TENSOR_ARGS",
     "Rule",
     "Spec",
     "as_array",
@@ -60,6 +62,14 @@ __all__ = [
 
 #: Label value that is not counted (transformers' convention).
 IGNORE_INDEX = -100
+#: Model arguments that are arrays (converted to the framework's tensors before the checks).
+TENSOR_ARGS = (
+    "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
+    "encoder_hidden_states", "encoder_attention_mask", "labels", "mc_token_ids", "mc_labels",
+    "start_positions", "end_positions",
+)  # fmt: skip
+#: Arguments only a head takes (checked by ``check_head``).
+HEAD_ARGS = ("labels", "mc_token_ids", "mc_labels", "start_positions", "end_positions")
 _INT, _REAL, _MASK = "iu", "iuf", "biuf"
 _KIND_WORDS = {_INT: "integers", _REAL: "numbers", _MASK: "0/1 (bool, int or float)", "f": "floats"}
 

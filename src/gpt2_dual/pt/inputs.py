@@ -36,12 +36,6 @@ from gpt2_dual.pt.cache import DynamicCache, StaticCache
 
 __all__ = ["as_tensors", "check_head_inputs", "check_inputs", "fold", "positions", "unfold"]
 
-_TENSOR_ARGS = (
-    "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
-    "encoder_hidden_states", "encoder_attention_mask", "labels", "mc_token_ids", "mc_labels",
-    "start_positions", "end_positions",
-)  # fmt: skip
-_HEAD_ARGS = ("labels", "mc_token_ids", "mc_labels", "start_positions", "end_positions")
 
 
 def spec(name: str, value: Any) -> rules.Spec | None:
@@ -75,7 +69,7 @@ def as_tensors(model: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, 
     device = model.device
     if args:
         args = (_to_tensor("input_ids", args[0], device), *args[1:])
-    for name in _TENSOR_ARGS:
+    for name in rules.TENSOR_ARGS:
         if name in kwargs:
             kwargs[name] = _to_tensor(name, kwargs[name], device)
     return args, kwargs
@@ -89,7 +83,7 @@ def check_head_inputs(model: Any, args: tuple, kwargs: dict[str, Any]) -> None:
     given = {"input_ids": spec("input_ids", input_ids)}
     given["inputs_embeds"] = spec("inputs_embeds", kwargs.get("inputs_embeds"))
     lead, T = rules.check_backbone(model.config, model.head, given)
-    specs = {n: spec(n, kwargs.get(n)) for n in _HEAD_ARGS}
+    specs = {n: spec(n, kwargs.get(n)) for n in rules.HEAD_ARGS}
     found = rules.check_head(model.config, model.head, lead, T, specs)
     if found and not torch.compiler.is_compiling():
         _check_values([(r, kwargs[r.name]) for r in found])

@@ -111,23 +111,17 @@ def is_int(value: Any, number: int) -> bool:
     return isinstance(value, int) and value == number
 
 
-_TENSOR_ARGS = (
-    "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
-    "encoder_hidden_states", "encoder_attention_mask", "labels", "mc_token_ids", "mc_labels",
-    "start_positions", "end_positions",
-)  # fmt: skip
-_HEAD_ARGS = ("labels", "mc_token_ids", "mc_labels", "start_positions", "end_positions")
 
 
 def check_head_inputs(config: GPT2Config, head: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with every array-like argument a tensor (not cast), after the head's own rules
     (labels, ``mc_token_ids``, ...): shapes always, values when eager."""
-    kwargs = {k: convert(k, v) if k in _TENSOR_ARGS else v for k, v in kwargs.items()}
+    kwargs = {k: convert(k, v) if k in rules.TENSOR_ARGS else v for k, v in kwargs.items()}
     if head == "base":
         return kwargs
     given = {n: spec(n, kwargs.get(n)) for n in ("input_ids", "inputs_embeds")}
     lead, T = rules.check_backbone(config, head, given)
-    specs = {n: spec(n, kwargs.get(n)) for n in _HEAD_ARGS}
+    specs = {n: spec(n, kwargs.get(n)) for n in rules.HEAD_ARGS}
     found = rules.check_head(config, head, lead, T, specs)
     if tf.executing_eagerly():
         for rule in found:
