@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gpt2_dual import GPT2Config  # noqa: E402
 from gpt2_dual._io import atomic_write_text  # noqa: E402
-from gpt2_dual.convert import loading, safetensors_io  # noqa: E402
-from gpt2_dual.convert.names import HF_PREFIX, is_backbone, params  # noqa: E402
+from gpt2_dual.checkpoint import loading, safetensors_io  # noqa: E402
+from gpt2_dual.checkpoint.names import HF_PREFIX, is_backbone, params  # noqa: E402
 
 CHILD = r"""
 import json, sys, threading, time

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import gpt2_dual
 from gpt2_dual._io import atomic_write_text
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 
 BUNDLED = Path(gpt2_dual.__file__).parent / "data" / "gpt2"
 RESULTS = Path(__file__).parent / "results" / "tokenizer.md"
@@ -119,7 +119,7 @@ def tiktoken_gpt2():
     """tiktoken's GPT-2 encoding built offline from the bundled vocabulary."""
     import tiktoken
 
-    from gpt2_dual.tokenizer_vocab import BYTE_DECODER
+    from gpt2_dual.tokenizer.vocab import BYTE_DECODER
 
     vocab = json.loads((BUNDLED / "vocab.json").read_text(encoding="utf-8"))
     ranks = {bytes(BYTE_DECODER[c] for c in t): i for t, i in vocab.items() if t != EOT}

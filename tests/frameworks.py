@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpt2_dual.convert.names import BACKBONE_ATTR, canonical_shapes, is_backbone, params
+from gpt2_dual.checkpoint.names import BACKBONE_ATTR, canonical_shapes, is_backbone, params
 from gpt2_dual.heads import HEAD_SPECS
 
 _OPAQUE = ("past_key_values",)

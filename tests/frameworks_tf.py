@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpt2_dual.convert.names import BACKBONE_ATTR, is_backbone, params
+from gpt2_dual.checkpoint.names import BACKBONE_ATTR, is_backbone, params
 from gpt2_dual.heads import HEAD_SPECS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no oneDNN/CUDA banners in test logs

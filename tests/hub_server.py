@@ -211,7 +211,7 @@ class HubServer:
             self._thread.start()
             # The resolver remembers a failed TCP probe of an endpoint for 30 s; an earlier
             # test's closed port may be this server's port now, so forget that answer.
-            from gpt2_dual import _hub_paths
+            from gpt2_dual.hub import paths as _hub_paths
 
             _hub_paths._probes.pop(self.url, None)
         return self.url

@@ -15,8 +15,8 @@ import pytest
 
 from gpt2_dual import PRESETS, GenerationConfig, GPT2Config
 from gpt2_dual import config as config_module
-from gpt2_dual import hub as hub_module
-from gpt2_dual.bundled import (
+from gpt2_dual.hub import resolve as hub_module
+from gpt2_dual.hub.bundled import (
     BUNDLED_CONFIG_FILES,
     BUNDLED_GPT2_REPOS,
     CONFIG_SHA256,
@@ -24,7 +24,7 @@ from gpt2_dual.bundled import (
     bundled_config_dir,
     bundled_file,
 )
-from gpt2_dual.hub import HubError, OfflineMiss, resolve_file
+from gpt2_dual.hub.resolve import HubError, OfflineMiss, resolve_file
 from hub_server import hf_env_fixture, hub_fixture  # noqa: F401
 
 REPOS = sorted(BUNDLED_GPT2_REPOS)
@@ -128,7 +128,7 @@ def test_transformers_reads_the_same_values(name):
 @pytest.mark.parametrize("repo_id", REPOS)
 def test_from_pretrained_offline_with_empty_cache(hf_env, monkeypatch, caplog, repo_id, how):
     extra = _offline(how, monkeypatch)
-    caplog.set_level(logging.INFO, logger="gpt2_dual.hub")
+    caplog.set_level(logging.INFO, logger="gpt2_dual.hub.resolve")
     name = repo_id.rpartition("/")[2]
     config = GPT2Config.from_pretrained(repo_id, **extra)
     assert {k: getattr(config, k) for k in PRESETS[name]} == PRESETS[name]

@@ -15,7 +15,8 @@ import pytest
 
 from cases import HEADS, assert_close, tiny_config
 from frameworks import PT, random_state
-from gpt2_dual.convert import conversion, formats, hf_format, safetensors_io
+from gpt2_dual.checkpoint import safetensors_io
+from gpt2_dual.convert import conversion, formats, hf_format
 from gpt2_dual.convert.conversion import ConversionError, convert, open_source, with_head
 from gpt2_dual.convert.crosscheck import TOLERANCES, fixed_inputs
 from gpt2_dual.heads import HEAD_SPECS

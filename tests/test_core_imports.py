@@ -15,7 +15,7 @@ FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "transformers")
     [
         "import gpt2_dual",
         "from gpt2_dual import GPT2Config, GPT2Tokenizer, GPT2TokenizerFast",
-        "import gpt2_dual.hub, gpt2_dual.convert, gpt2_dual.cli, gpt2_dual.pipelines",
+        "import gpt2_dual.hub.resolve, gpt2_dual.convert, gpt2_dual.cli, gpt2_dual.pipelines",
     ],
 )
 def test_core_imports_no_framework(statement):

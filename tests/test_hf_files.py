@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gpt2_dual._io import atomic_write
-from gpt2_dual.convert.hf import (
+from gpt2_dual.checkpoint.hf import (
     SAFE_INDEX,
     SAFE_WEIGHTS,
     SafetensorsReader,

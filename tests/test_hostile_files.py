@@ -16,8 +16,8 @@ import pytest
 from cases import tiny_config
 from frameworks import has
 from gpt2_dual import GenerationConfig, GPT2Config, GPT2Tokenizer, GPT2TokenizerFast
-from gpt2_dual.convert import hf
-from gpt2_dual.convert.loading import CheckpointError
+from gpt2_dual.checkpoint import hf
+from gpt2_dual.checkpoint.loading import CheckpointError
 from gpt2_dual.errors import GPT2DualError, InvalidInputError, MalformedFileError, OutOfRangeError
 
 torch = pytest.importorskip("torch")

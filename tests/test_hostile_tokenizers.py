@@ -23,7 +23,7 @@ from gpt2_dual.errors import (
     MalformedFileError,
     OutOfRangeError,
 )
-from gpt2_dual.tokenizer_vocab import BYTE_ENCODER
+from gpt2_dual.tokenizer.vocab import BYTE_ENCODER
 
 CLASSES = [pytest.param(GPT2Tokenizer, id="python"), pytest.param(GPT2TokenizerFast, id="fast")]
 MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("l", "l"), ("ll", "o"), ("H", "e")]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_dual import hub as hub_module
-from gpt2_dual.bundled import BUNDLED_SHA256, _verify_dir
-from gpt2_dual.hub import (
+from gpt2_dual.hub import resolve as hub_module
+from gpt2_dual.hub.bundled import BUNDLED_SHA256, _verify_dir
+from gpt2_dual.hub.resolve import (
     BUNDLED_GPT2_REPOS,
     FileNotFoundInRepo,
     HubError,
@@ -277,7 +277,7 @@ def test_bundled_fallback(hf_env, monkeypatch, caplog, repo_id, how):
     if how == "env":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # "unreachable": hf_env already points HF_ENDPOINT at a closed port
-    caplog.set_level(logging.INFO, logger="gpt2_dual.hub")
+    caplog.set_level(logging.INFO, logger="gpt2_dual.hub.resolve")
     for name in BUNDLED_SHA256:
         found = resolve_file(repo_id, name, local_files_only=how == "local_files_only")
         assert found == bundled_vocab_dir() / name
@@ -386,7 +386,7 @@ def test_snapshot_local_folder(tmp_path):
 
 
 def test_import_is_light():
-    code = "import sys, gpt2_dual.hub; print('huggingface_hub' in sys.modules)"
+    code = "import sys, gpt2_dual.hub.resolve; print('huggingface_hub' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

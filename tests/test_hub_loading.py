@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from gpt2_dual import GPT2Config, GPT2Tokenizer, GPT2TokenizerFast
-from gpt2_dual.bundled import bundled_vocab_dir
-from gpt2_dual.hub import FileNotFoundInRepo, OfflineMiss
+from gpt2_dual.hub.bundled import bundled_vocab_dir
+from gpt2_dual.hub.resolve import FileNotFoundInRepo, OfflineMiss
 from hub_server import hf_env_fixture, hub_fixture  # noqa: F401
 
 TEXT = "Hello, I'm a language model, <|endoftext|> 안녕 🤗"

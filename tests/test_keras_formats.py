@@ -15,10 +15,11 @@ import pytest
 
 from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
 from frameworks import PT, random_state
-from gpt2_dual.convert import formats, loading
+from gpt2_dual.checkpoint import loading
+from gpt2_dual.checkpoint.safetensors_io import cast
+from gpt2_dual.convert import formats
 from gpt2_dual.convert.formats import FormatError, Source
-from gpt2_dual.convert.safetensors_io import cast
-from gpt2_dual.hub import bundled_vocab_dir
+from gpt2_dual.hub.resolve import bundled_vocab_dir
 
 tf = pytest.importorskip("tensorflow")
 

@@ -18,12 +18,13 @@ import pytest
 
 from cases import assert_close, tiny_config
 from frameworks import PT, has, random_state
-from gpt2_dual.convert import formats, loading
+from gpt2_dual.checkpoint import loading
+from gpt2_dual.checkpoint.names import backbone_params
+from gpt2_dual.checkpoint.names import keras_hub as table
+from gpt2_dual.checkpoint.safetensors_io import cast
+from gpt2_dual.convert import formats
 from gpt2_dual.convert.formats import FormatError, Source
-from gpt2_dual.convert.names import backbone_params
-from gpt2_dual.convert.names import keras_hub as table
-from gpt2_dual.convert.safetensors_io import cast
-from gpt2_dual.hub import bundled_vocab_dir
+from gpt2_dual.hub.resolve import bundled_vocab_dir
 
 #: Keras 3.15's saving calls ``np.array`` on TensorFlow 2.21 variables, whose ``__array__``
 #: predates numpy 2's ``copy`` keyword; numpy warns. Not gpt2_dual code.
@@ -160,8 +161,9 @@ import sys
 import numpy as np
 from pathlib import Path
 from gpt2_dual import GPT2Config
-from gpt2_dual.convert import formats, loading
-from gpt2_dual.convert.names import canonical_shapes
+from gpt2_dual.convert import formats
+from gpt2_dual.checkpoint import loading
+from gpt2_dual.checkpoint.names import canonical_shapes
 config = GPT2Config(vocab_size=99, n_positions=24, n_embd=32, n_layer=2, n_head=4)
 rng = np.random.default_rng(0)
 state = {{k: rng.normal(size=s).astype("float32") for k, s in canonical_shapes(config, "lm").items()}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cases import HEADS, tiny_config
-from gpt2_dual.convert import names
+from gpt2_dual.checkpoint import names
 from gpt2_dual.heads import HEAD_SPECS
 
 transformers = pytest.importorskip("transformers")

@@ -20,12 +20,12 @@ import pytest
 
 from cases import assert_close
 from frameworks import FRAMEWORKS, has
-from gpt2_dual.bundled import bundled_vocab_dir
+from gpt2_dual.checkpoint.loading import CheckpointError
+from gpt2_dual.checkpoint.names import canonical_shapes
+from gpt2_dual.checkpoint.names import openai as names
 from gpt2_dual.convert import formats
 from gpt2_dual.convert import openai as reader
-from gpt2_dual.convert.loading import CheckpointError
-from gpt2_dual.convert.names import canonical_shapes
-from gpt2_dual.convert.names import openai as names
+from gpt2_dual.hub.bundled import bundled_vocab_dir
 
 pytestmark = pytest.mark.skipif(not has("tensorflow"), reason="no tensorflow")
 

@@ -18,8 +18,8 @@ import pytest
 
 from frameworks import has
 from gpt2_dual import GPT2Tokenizer, GPT2TokenizerFast, pipeline
-from gpt2_dual.pipelines import encode_with_offsets, offsets_from_bytes, word_ids
-from gpt2_dual.pipelines_qa import char_span, window_starts
+from gpt2_dual.pipelines.base import encode_with_offsets, offsets_from_bytes, word_ids
+from gpt2_dual.pipelines.qa import char_span, window_starts
 
 transformers = pytest.importorskip("transformers")
 
@@ -329,8 +329,8 @@ def test_offsets_from_bytes_equal_the_fast_tokenizers(text, prefix_space):
 def test_pipeline_import_is_lazy():
     code = (
         "import sys, gpt2_dual; from gpt2_dual import pipeline; "
-        "import gpt2_dual.pipelines_generation, gpt2_dual.pipelines_classification, "
-        "gpt2_dual.pipelines_qa; "
+        "import gpt2_dual.pipelines.generation, gpt2_dual.pipelines.classification, "
+        "gpt2_dual.pipelines.qa; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

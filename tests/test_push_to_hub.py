@@ -17,8 +17,8 @@ import pytest
 
 from cases import tiny_config
 from gpt2_dual import GenerationConfig, GPT2Config, GPT2Tokenizer, GPT2TokenizerFast
-from gpt2_dual.bundled import bundled_vocab_dir
-from gpt2_dual.hub import HubError, RepoNotFound
+from gpt2_dual.hub.bundled import bundled_vocab_dir
+from gpt2_dual.hub.resolve import HubError, RepoNotFound
 from hub_server import HubServer, hf_env_fixture, hub_fixture  # noqa: F401
 
 TOKEN = "hf_test_write"

@@ -17,7 +17,7 @@ import pytest
 
 from cases import ATOL, BATCH, HEADS, SEQ, assert_close, tiny_config
 from frameworks import FRAMEWORKS
-from gpt2_dual.convert.names import to_canonical_key
+from gpt2_dual.checkpoint.names import to_canonical_key
 from gpt2_dual.heads import HEAD_SPECS, multiple_choice_features
 
 torch = pytest.importorskip("torch")

@@ -26,11 +26,12 @@ import pytest
 
 from cases import assert_close, tiny_config
 from frameworks import FRAMEWORKS, PT, has, random_state
-from gpt2_dual.convert import formats, hf, hf_format, tf_h5
+from gpt2_dual.checkpoint import hf
+from gpt2_dual.checkpoint.loading import CanonicalView, CheckpointError
+from gpt2_dual.checkpoint.names import params
+from gpt2_dual.checkpoint.names import tf_h5 as names
+from gpt2_dual.convert import formats, hf_format, tf_h5
 from gpt2_dual.convert.formats import FormatError, Source
-from gpt2_dual.convert.loading import CanonicalView, CheckpointError
-from gpt2_dual.convert.names import params
-from gpt2_dual.convert.names import tf_h5 as names
 from gpt2_dual.heads import HEAD_BY_CLASS, HEAD_SPECS
 
 h5py = pytest.importorskip("h5py")

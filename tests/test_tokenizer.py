@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 from tokenizer_refs import BUNDLED, EOT, TEXTS, hf_tokenizers, random_texts, tiktoken_gpt2
 
 
@@ -107,7 +107,7 @@ def test_random_ids_decode_like_transformers(ours, refs):
 
 
 def test_bpe_cache_is_bounded(monkeypatch):
-    from gpt2_dual import tokenizer_bpe
+    from gpt2_dual.tokenizer import slow as tokenizer_bpe
 
     monkeypatch.setattr(tokenizer_bpe, "CACHE_SIZE", 10)
     tok = GPT2Tokenizer.from_pretrained(BUNDLED)

@@ -9,9 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_encoding import BatchEncoding
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.encoding import BatchEncoding
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 from tokenizer_refs import BUNDLED, EOT, hf_tokenizers
 
 BATCH = ["Hello world, this is a longer sentence.", "Hi", "Three short words", ""]

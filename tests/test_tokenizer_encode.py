@@ -8,8 +8,8 @@ import pytest
 from transformers import AddedToken
 from transformers import GPT2Tokenizer as HFSlow
 
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 from tokenizer_refs import BUNDLED, EOT, hf_tokenizers
 
 CLASSES = [GPT2Tokenizer, GPT2TokenizerFast]

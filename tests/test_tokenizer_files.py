@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 from tokenizer_refs import BUNDLED, EOT, TEXTS, hf_tokenizers
 
 CLASSES = [GPT2Tokenizer, GPT2TokenizerFast]

@@ -11,8 +11,8 @@ import pytest
 from transformers import GPT2Tokenizer as HFSlow
 from transformers import GPT2TokenizerFast as HFFast
 
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 from tokenizer_refs import EOT
 
 CLASSES = [GPT2Tokenizer, GPT2TokenizerFast]

@@ -18,14 +18,14 @@ from gpt2_dual.errors import (
     MalformedFileError,
     OutOfRangeError,
 )
-from gpt2_dual.generation_config import GenerationConfig
+from gpt2_dual.generation.config import GenerationConfig
+from gpt2_dual.generation.streamers import TextIteratorStreamer, TextStreamer
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.quantization import BitsAndBytesConfig
-from gpt2_dual.streamers import TextIteratorStreamer, TextStreamer
-from gpt2_dual.tokenizer import GPT2TokenizerBase
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_encoding import BatchEncoding
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.base import GPT2TokenizerBase
+from gpt2_dual.tokenizer.encoding import BatchEncoding
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 
 __version__ = "0.1.0"
 
@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # ``pipeline`` loads on first use (it imports a framework only when a pipeline is built).
     if name == "pipeline":
-        from gpt2_dual.pipelines import pipeline
+        from gpt2_dual.pipelines.factory import pipeline
 
         return pipeline
     raise AttributeError(f"module 'gpt2_dual' has no attribute {name!r}")

@@ -32,7 +32,7 @@ from gpt2_dual._config_checks import (
     near_miss,
 )
 from gpt2_dual._io import atomic_write_text, build_from_file
-from gpt2_dual.hub_push import PushToHubMixin
+from gpt2_dual.hub.push import PushToHubMixin
 from gpt2_dual.quantization import as_quantization_config
 
 logger = logging.getLogger(__name__)
@@ -379,7 +379,7 @@ class GPT2Config(PushToHubMixin):
         Example:
             >>> config = GPT2Config.from_pretrained("gpt2", n_layer=2)  # doctest: +SKIP
         """
-        from gpt2_dual.hub import resolve_file
+        from gpt2_dual.hub.resolve import resolve_file
 
         path = resolve_file(
             path_or_repo_id,

@@ -13,19 +13,29 @@ built, a file is not written) whenever the inputs allow.
 - ``MalformedFileError`` (ValueError and OSError): a file that is not what its name says
   (invalid UTF-8 or JSON, the wrong structure, a corrupt tensor file); names the file.
 
-Older, more specific classes are part of the family: ``convert.loading.CheckpointError``,
-``convert.formats.FormatError``, ``hub.HubError`` (and its subclasses), ``tf.inputs.InputError``.
+More specific classes, all defined here:
+
+- ``InputError`` (ValueError): inputs to a model call that the model cannot take (both
+  frameworks; Keras passes it through unchanged).
+- ``HubError`` (OSError) and its subclasses ``RepoNotFound``, ``RevisionNotFound``,
+  ``FileNotFoundInRepo``, ``LocalFolderNotFound``, ``OfflineMiss``: a file or repo that could
+  not be resolved.
+- ``CheckpointError`` (ValueError): a state dict that does not fit the model.
+- ``FormatError`` (ValueError): a path in no format gpt2_dual reads, or a format it cannot write.
+- ``ConversionError`` (ValueError): a conversion whose cross-check failed (``report`` says where).
+- ``QuantizedModelError`` (ValueError): a float-weight operation asked of a quantized model.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
-    "GPT2DualError",
-    "InputTypeError",
-    "InvalidInputError",
-    "MalformedFileError",
-    "OutOfRangeError",
-]
+    "CheckpointError", "ConversionError", "FileNotFoundInRepo", "FormatError", "GPT2DualError",
+    "HubError", "InputError", "InputTypeError", "InvalidInputError", "LocalFolderNotFound",
+    "MalformedFileError", "OfflineMiss", "OutOfRangeError", "QuantizedModelError",
+    "RepoNotFound", "RevisionNotFound",
+]  # fmt: skip
 
 
 class GPT2DualError(Exception):
@@ -46,3 +56,58 @@ class OutOfRangeError(GPT2DualError, IndexError, ValueError):
 
 class MalformedFileError(GPT2DualError, ValueError, OSError):
     """A file that cannot be what its name says; the message names the file and the problem."""
+
+
+class HubError(GPT2DualError, OSError):
+    """Base error: a file or repo could not be resolved; the message names it and what to do."""
+
+
+class RepoNotFound(HubError):
+    """The Hub repo id is unknown, or the caller has no access to it (private or gated)."""
+
+
+class RevisionNotFound(HubError):
+    """The Hub repo exists but the branch, tag or commit asked for does not."""
+
+
+class FileNotFoundInRepo(HubError, FileNotFoundError):
+    """The repo (or local folder) exists, but the file does not."""
+
+
+class LocalFolderNotFound(HubError, FileNotFoundError):
+    """The argument looks like a local path (or is no valid repo id) and is not a folder."""
+
+
+class OfflineMiss(HubError):
+    """Offline (``HF_HUB_OFFLINE=1``, ``local_files_only=True``) or the Hub unreachable, and
+    the file is not in the local Hub cache."""
+
+
+class CheckpointError(GPT2DualError, ValueError):
+    """A state dict does not fit the model: tensors missing, unexpected or of the wrong shape."""
+
+
+class FormatError(GPT2DualError, ValueError):
+    """A path is not in a format gpt2_dual reads, or a format cannot be written."""
+
+
+class ConversionError(GPT2DualError, ValueError):
+    """A conversion's cross-check failed; ``report`` says where."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class InputError(GPT2DualError, ValueError):
+    """Invalid inputs to a model call; the message names the input, the value and the limit.
+
+    Keras re-raises it unchanged: without the marker below it rewrites every exception raised
+    inside ``call`` into a longer message with a dump of the call's arguments.
+    """
+
+    _keras_call_info_injected = True  # Keras' own "already explained" marker
+
+
+class QuantizedModelError(GPT2DualError, ValueError):
+    """An operation that reads or writes float weights was asked of a quantized model."""

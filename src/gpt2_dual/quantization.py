@@ -4,7 +4,7 @@ Field for field transformers' ``BitsAndBytesConfig`` (same names, defaults, and 
 in ``config.json`` under ``quantization_config``), without importing torch: dtypes are kept as
 their names (``"float16"``); a ``torch.dtype`` is accepted and stored by name. Values are
 checked when the config is made and on every assignment. The PyTorch side
-(``gpt2_dual.pt.quantize``) reads it to swap layers for bitsandbytes ones while loading.
+(``gpt2_dual.pt.bnb``) reads it to swap layers for bitsandbytes ones while loading.
 
 Which layers stay in full precision (``modules_to_not_convert``) follows transformers 4.57's
 bitsandbytes quantizer exactly, written out per head as data (``KEEP_IN_FULL_PRECISION``)

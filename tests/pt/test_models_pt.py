@@ -15,7 +15,7 @@ import pytest
 from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
 from frameworks import PT, random_state
 from gpt2_dual._config_checks import ACTIVATIONS
-from gpt2_dual.convert.names import is_backbone, params
+from gpt2_dual.checkpoint.names import is_backbone, params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from cases import BATCH, HEADS, SEQ, assert_close, assert_normal_init, tiny_config
-from gpt2_dual.convert import hf
-from gpt2_dual.generation_config import GENERATION_CONFIG_NAME as GEN
+from gpt2_dual.checkpoint import hf
+from gpt2_dual.generation.config import GENERATION_CONFIG_NAME as GEN
 from gpt2_dual.heads import HEAD_SPECS
 from hub_server import hf_env_fixture, hub_fixture  # noqa: F401
 
@@ -308,7 +308,7 @@ def test_canonical_round_trip_into_a_fresh_model():
 
 # --------------------------------------------------------------------------- errors
 def test_errors_are_the_frameworks_shared_ones():
-    from gpt2_dual.convert import loading
+    from gpt2_dual.checkpoint import loading
     from gpt2_dual.pt import weights
 
     assert weights.CheckpointError is loading.CheckpointError

@@ -10,7 +10,7 @@ import pytest
 
 from cases import tiny_config
 from gpt2_dual import GPT2Tokenizer, GPT2TokenizerFast
-from gpt2_dual.hub import bundled_vocab_dir
+from gpt2_dual.hub.resolve import bundled_vocab_dir
 
 tf = pytest.importorskip("tensorflow")
 

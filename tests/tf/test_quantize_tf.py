@@ -24,7 +24,7 @@ import keras  # noqa: E402
 
 import gpt2_dual.tf as gtf  # noqa: E402
 from gpt2_dual.errors import InvalidInputError  # noqa: E402
-from gpt2_dual.tf import quantize as q  # noqa: E402
+from gpt2_dual.tf import int8 as q  # noqa: E402
 from gpt2_dual.tf.generate import compiled_programs  # noqa: E402
 from gpt2_dual.tf.weights import load_canonical, to_canonical  # noqa: E402
 

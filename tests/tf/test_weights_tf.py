@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from cases import BATCH, HEADS, SEQ, assert_close, assert_normal_init, tiny_config
-from gpt2_dual.convert import hf
-from gpt2_dual.convert.names import to_canonical_key
-from gpt2_dual.generation_config import GENERATION_CONFIG_NAME as GEN
+from gpt2_dual.checkpoint import hf
+from gpt2_dual.checkpoint.names import to_canonical_key
+from gpt2_dual.generation.config import GENERATION_CONFIG_NAME as GEN
 from gpt2_dual.heads import HEAD_SPECS
 from hub_server import hf_env_fixture, hub_fixture  # noqa: F401
 

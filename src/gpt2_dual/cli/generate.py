@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from gpt2_dual.streamers import TextStreamer
+from gpt2_dual.generation.streamers import TextStreamer
 
 DEFAULT_MAX_NEW_TOKENS = 50
 #: How continuations are decoded, streamed or not (so both print the same text).
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = _generate_kwargs(args)
     load = {"framework": args.framework, "dtype": args.dtype, **_quantization(args)}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines: not here
-    from gpt2_dual.pipelines import pipeline
+    from gpt2_dual.pipelines.factory import pipeline
 
     pipe = pipeline(
         "text-generation",

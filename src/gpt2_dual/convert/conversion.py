@@ -22,14 +22,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._hub_paths import is_repo_id
 from gpt2_dual._io import TMP_MARK, atomic_write_text, make_dir_public, pid_alive
-from gpt2_dual.convert import formats, loading
+from gpt2_dual.checkpoint import loading
+from gpt2_dual.checkpoint.names import HEADS
+from gpt2_dual.convert import formats
 from gpt2_dual.convert.crosscheck import Report, crosscheck
 from gpt2_dual.convert.formats import DTYPES, FormatError, Source
-from gpt2_dual.convert.names import HEADS
-from gpt2_dual.errors import GPT2DualError
+from gpt2_dual.errors import ConversionError
 from gpt2_dual.heads import HEAD_SPECS
+from gpt2_dual.hub.paths import is_repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +42,6 @@ HEAD_CHOICES = ("auto", *HEAD_SPECS)
 #: ``--head`` short names accepted besides the table's keys.
 HEAD_ALIASES = {"qa": "question_answering", "seq-cls": "sequence_classification",
                 "token-cls": "token_classification", "double-heads": "double_heads"}  # fmt: skip
-
-
-class ConversionError(GPT2DualError, ValueError):
-    """A conversion's cross-check failed; ``report`` says where."""
-
-    def __init__(self, message: str, report: Report) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 # --------------------------------------------------------------------------- sources
@@ -67,10 +60,10 @@ def open_source(src: str | os.PathLike, *, format: str | None = None, **hub: Any
 
 def _download(repo_id: str, **hub: Any) -> Path:
     """The Hub files of a transformers checkpoint, in the local cache; their folder."""
-    from gpt2_dual.convert import hf
+    from gpt2_dual.checkpoint import hf
     from gpt2_dual.convert.hf_format import GENERATION_CONFIG
-    from gpt2_dual.hub import resolve_file
-    from gpt2_dual.tokenizer_files import ALL_NAMES
+    from gpt2_dual.hub.resolve import resolve_file
+    from gpt2_dual.tokenizer.files import ALL_NAMES
 
     config = Path(resolve_file(repo_id, "config.json", **hub))
     hf.find_checkpoint(repo_id, **hub)  # downloads the weights (every shard)
@@ -239,7 +232,7 @@ def _verify(
 
 
 def _stored_dtype(source: Source) -> str:
-    from gpt2_dual.convert.safetensors_io import dtype_name
+    from gpt2_dual.checkpoint.safetensors_io import dtype_name
 
     return dtype_name(source.view["wte.weight"])
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from gpt2_dual._io import release_memory
+from gpt2_dual.checkpoint import loading
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.convert import loading
 from gpt2_dual.heads import HEAD_SPECS
 
 FRAMEWORKS = ("pt", "tf")
@@ -205,7 +205,7 @@ def build_model(framework: str, config: GPT2Config, head: str, view: Any) -> Any
     import torch
 
     import gpt2_dual.pt as fw
-    from gpt2_dual.pt._pretrained_io import NoInitOnMeta
+    from gpt2_dual.pt.pretrained_io import NoInitOnMeta
     from gpt2_dual.pt.weights import load_canonical
 
     with torch.device("meta"), NoInitOnMeta():  # no random initialization to overwrite

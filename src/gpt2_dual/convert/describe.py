@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gpt2_dual.convert import loading
+from gpt2_dual.checkpoint import loading
 from gpt2_dual.convert.formats import FORMATS, Source
 from gpt2_dual.heads import HEAD_SPECS
 
@@ -19,7 +19,7 @@ SHOWN = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
 
 def tensor_dtype(view: Any, name: str) -> str:
     """A tensor's dtype name, without reading it when the view can tell."""
-    from gpt2_dual.convert.safetensors_io import NUMPY_NAMES
+    from gpt2_dual.checkpoint.safetensors_io import NUMPY_NAMES
 
     found = str(view.dtype(name)) if hasattr(view, "dtype") else str(view[name].dtype)
     return NUMPY_NAMES.get(found, found)  # safetensors codes ("F32") as numpy names

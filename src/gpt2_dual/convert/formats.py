@@ -28,14 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.errors import GPT2DualError
+from gpt2_dual.errors import FormatError
 
 #: Floating dtypes a writer may store, by the names the CLI uses.
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-class FormatError(GPT2DualError, ValueError):
-    """A path is not in a format gpt2_dual reads, or a format cannot be written."""
 
 
 @dataclass

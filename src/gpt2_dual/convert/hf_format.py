@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from gpt2_dual._io import atomic_write_text, read_json_object
+from gpt2_dual.checkpoint import hf, loading, safetensors_io
+from gpt2_dual.checkpoint.names import HF_PREFIX, is_backbone
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.convert import hf, loading, safetensors_io
 from gpt2_dual.convert.formats import Source, copy_tokenizer_files
-from gpt2_dual.convert.names import HF_PREFIX, is_backbone
 from gpt2_dual.heads import HEAD_BY_CLASS, HEAD_SPECS
-from gpt2_dual.tokenizer_files import ALL_NAMES as TOKENIZER_NAMES
+from gpt2_dual.tokenizer.files import ALL_NAMES as TOKENIZER_NAMES
 
 GENERATION_CONFIG = "generation_config.json"
 #: Weight files that make a folder a transformers (PyTorch) checkpoint.
@@ -117,7 +117,7 @@ def read(path: Path) -> Source:
     if found.format == "safetensors":
         view = NumpyView(hf.SafetensorsReader(found.files))
     elif found.format == "bin":
-        from gpt2_dual.pt._pretrained_io import read_bin
+        from gpt2_dual.checkpoint.torch_bin import read_bin
 
         view = NumpyView(loading.CanonicalView(read_bin(found.files)))
     else:

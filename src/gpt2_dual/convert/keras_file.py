@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 
 from gpt2_dual._io import read_json_object
+from gpt2_dual.checkpoint import loading
 from gpt2_dual.config import CONFIG_NAME, GPT2Config
-from gpt2_dual.convert import hf_format, loading
+from gpt2_dual.convert import hf_format
 from gpt2_dual.convert.formats import DTYPES, FormatError, Source
-from gpt2_dual.generation_config import GENERATION_CONFIG_NAME
+from gpt2_dual.generation.config import GENERATION_CONFIG_NAME
 from gpt2_dual.heads import HEAD_BY_CLASS, HEAD_SPECS
-from gpt2_dual.tokenizer_files import ALL_NAMES as TOKENIZER_NAMES
+from gpt2_dual.tokenizer.files import ALL_NAMES as TOKENIZER_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def write(source: Source, folder: Path, *, dtype: str | None = None) -> None:
 
     Raises:
         FormatError: ``dtype`` is not one of those.
-        gpt2_dual.convert.loading.CheckpointError: the source lacks tensors of its model or
+        gpt2_dual.checkpoint.loading.CheckpointError: the source lacks tensors of its model or
             has misshapen ones (all named); tensors of other heads are left out.
     """
     import gpt2_dual.tf as gtf

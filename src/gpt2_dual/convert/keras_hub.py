@@ -31,15 +31,15 @@ from typing import Any
 import numpy as np
 
 from gpt2_dual._io import atomic_write, atomic_write_text, read_json_object
+from gpt2_dual.checkpoint import loading
+from gpt2_dual.checkpoint.names import canonical_shapes
+from gpt2_dual.checkpoint.names import keras_hub as names
+from gpt2_dual.checkpoint.safetensors_io import bfloat16, cast
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.convert import loading
 from gpt2_dual.convert.formats import FormatError, Source
 from gpt2_dual.convert.keras_file import replace_when_done, writer_dtype
-from gpt2_dual.convert.names import canonical_shapes
-from gpt2_dual.convert.names import keras_hub as names
-from gpt2_dual.convert.safetensors_io import bfloat16, cast
 from gpt2_dual.heads import HEAD_SPECS
-from gpt2_dual.tokenizer_files import (
+from gpt2_dual.tokenizer.files import (
     CONFIG_NAME,
     MERGES_NAME,
     TOKENIZER_NAME,
@@ -291,7 +291,7 @@ def write(source: Source, folder: Path, *, dtype: str | None = None) -> None:
     Raises:
         FormatError: the config or head cannot be represented (see ``check_representable``),
             or ``dtype`` is not one of the above.
-        gpt2_dual.convert.loading.CheckpointError: the source lacks tensors of its model or
+        gpt2_dual.checkpoint.loading.CheckpointError: the source lacks tensors of its model or
             has misshapen ones (all named); tensors of other heads are left out.
     """
     folder = Path(folder)

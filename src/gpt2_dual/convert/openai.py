@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from gpt2_dual.checkpoint.loading import CanonicalView, CheckpointError
+from gpt2_dual.checkpoint.names import openai as names
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert.formats import FormatError, Source
-from gpt2_dual.convert.loading import CanonicalView, CheckpointError
-from gpt2_dual.convert.names import openai as names
-from gpt2_dual.tokenizer_files import MERGES_NAME, VOCAB_NAME
+from gpt2_dual.tokenizer.files import MERGES_NAME, VOCAB_NAME
 
 logger = logging.getLogger(__name__)
 

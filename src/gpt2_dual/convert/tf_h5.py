@@ -5,9 +5,8 @@ A folder as ``TFGPT2*.save_pretrained`` leaves it: ``config.json``, ``tf_model.h
 for the LM heads, and any tokenizer files saved beside. Names and layouts come from
 ``convert.names.tf_h5``.
 
-Reading is lazy: ``H5Reader`` lists the weights (names and shapes) when opened and reads one
-dataset per access, so loading holds one tensor at a time besides the model. Both frameworks'
-``from_pretrained`` use it for a folder that has no safetensors or ``.bin`` weights.
+Reading is lazy: ``gpt2_dual.checkpoint.tf_h5.H5Reader`` (the reader both frameworks'
+``from_pretrained`` use) lists the weights when opened and reads one dataset per access.
 
 Writing produces the single-file layout tf_keras' ``save_weights`` gives, streamed one tensor
 at a time into a temporary file renamed into place; transformers 4.x's ``TFGPT2*`` classes
@@ -22,19 +21,19 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpt2_dual._io import read_json_object
+from gpt2_dual.checkpoint import hf, loading, safetensors_io
+from gpt2_dual.checkpoint.names import tf_h5 as names
+from gpt2_dual.checkpoint.tf_h5 import H5Reader, h5py_module
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.convert import hf, hf_format, loading, safetensors_io
+from gpt2_dual.convert import hf_format
 from gpt2_dual.convert.formats import FormatError, Source
-from gpt2_dual.convert.loading import CheckpointError
-from gpt2_dual.convert.names import tf_h5 as names
-from gpt2_dual.convert.names.core import to_canonical_key
 from gpt2_dual.heads import HEAD_SPECS
 
 logger = logging.getLogger(__name__)
@@ -45,16 +44,6 @@ WRITABLE_DTYPES = ("float32", "float16")
 HDF5_OBJECT_HEADER_LIMIT = 64512
 #: ``keras_version`` attribute written (tf_keras 2.x, which transformers 4.x TF uses).
 KERAS_VERSION = "2.21.0"
-
-
-def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError(
-            'tf_model.h5 files need h5py (installed with Keras): pip install "gpt2_dual[tf]"'
-        ) from None
-    return h5py
 
 
 # --------------------------------------------------------------------------- detect
@@ -72,128 +61,6 @@ def detect(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------- reading
-class H5Reader:
-    """Lazy canonical view of ``tf_model.h5`` (or all its shards).
-
-    Same interface as ``hf.SafetensorsReader``: ``keys()``, ``name in view``,
-    ``shape(name)`` and ``view[name]`` (a numpy array, canonical layout), ``dtype(name)`` (a
-    safetensors dtype string, ``"F32"``), ``ignored``. Weights the table does not know keep a
-    canonical-style name (``h.0.attn.extra``) so a loader reports them as unexpected.
-
-    Attributes:
-        model_names: first parts of the stored names (``{"tfgpt2lm_head_model"}``); empty for
-            shards, which drop them.
-
-    Raises:
-        ValueError: a file is not HDF5, or not a Keras weights file (no ``layer_names``).
-        CheckpointError: a weight is listed but not stored, or two stored weights map to one
-            canonical name.
-    """
-
-    def __init__(self, files: tuple[Path, ...] | list[Path]) -> None:
-        h5py = _h5py()
-        self._files = tuple(Path(p) for p in files)
-        # canonical -> (file index, dataset path, row or None, stored shape, numpy dtype)
-        self._where: dict[str, tuple[int, str, names.H5Param | None, tuple, np.dtype]] = {}
-        self.ignored: list[str] = []
-        self.model_names: set[str] = set()
-        for n, path in enumerate(self._files):
-            with _open(h5py, path) as f:
-                for dataset, model_name, weight in _datasets(h5py, f, path):
-                    if model_name:
-                        self.model_names.add(model_name)
-                    if dataset not in f:
-                        raise CheckpointError(
-                            f"{path}: weight {weight!r} is listed in the file but not stored"
-                        )
-                    self._add(n, dataset, weight, f[dataset])
-
-    def _add(self, n: int, dataset: str, weight: str, data: Any) -> None:
-        """Record one stored weight (``weight``: its name without the model name)."""
-        row = names.from_name(weight)
-        name = row.canonical if row else to_canonical_key(names.fallback_canonical(weight))
-        if name is None:  # an old attention-mask buffer
-            self.ignored.append(weight)
-            return
-        if name in self._where:
-            other = self._where[name][1]
-            raise CheckpointError(f"checkpoint holds {name!r} twice: as {other!r} and {dataset!r}")
-        self._where[name] = (n, dataset, row, tuple(data.shape), data.dtype)
-
-    def keys(self) -> list[str]:
-        """Canonical names present, in file order."""
-        return list(self._where)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._where
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        """Canonical shape of a weight, without reading it."""
-        _, _, row, shape, _ = self._where[name]
-        return row.canonical_shape(shape) if row else shape
-
-    def dtype(self, name: str) -> str:
-        """safetensors dtype string (``"F32"``, ``"F16"``) of a weight, without reading it."""
-        dtype = self._where[name][4]
-        return safetensors_io.SAFETENSORS_CODES.get(str(dtype), str(dtype))
-
-    def location(self, name: str) -> tuple[Path, str]:
-        """The file holding a weight and its dataset path there."""
-        n, dataset, *_ = self._where[name]
-        return self._files[n], dataset
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        n, dataset, row, _, _ = self._where[name]
-        with _open(_h5py(), self._files[n]) as f:
-            array = f[dataset][()]
-        return row.to_canonical(array) if row else array
-
-    def items(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(canonical name, array) pairs, one array read at a time."""
-        for name in self._where:
-            yield name, self[name]
-
-
-def _open(h5py: Any, path: Path) -> Any:
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"{path} is not a valid HDF5 file: {err}") from None
-
-
-def _attribute(group: Any, name: str) -> list[str]:
-    """A list-of-names attribute, also when tf_keras chunked it (``name0``, ``name1``, ...)."""
-    if name in group.attrs:
-        chunks = [group.attrs[name]]
-    else:
-        chunks, k = [], 0
-        while f"{name}{k}" in group.attrs:
-            chunks.append(group.attrs[f"{name}{k}"])
-            k += 1
-    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for c in chunks for v in c]
-
-
-def _datasets(h5py: Any, f: Any, path: Path) -> Iterator[tuple[str, str, str]]:
-    """(dataset path, model name, weight name below it) for every weight of one file; the
-    model name is empty in shards."""
-    layers = _attribute(f, "layer_names")
-    if not layers and "layer_names" not in f.attrs and "layer_names0" not in f.attrs:
-        raise ValueError(
-            f"{path} is not a Keras HDF5 weights file (no layer_names attribute); "
-            "transformers' TF save_pretrained writes one"
-        )
-    for layer in layers:
-        obj = f.get(layer)
-        if isinstance(obj, h5py.Dataset):  # a shard: the weight name is the dataset path
-            yield layer, "", layer
-            continue
-        if obj is None:
-            raise ValueError(f"{path}: layer {layer!r} is listed in layer_names but not stored")
-        for weight in _attribute(obj, "weight_names"):
-            model_name, _, rest = weight.partition("/")
-            yield f"{layer}/{weight}", model_name, rest
-
-
 def read(path: Path) -> Source:
     """Read a transformers TF folder (or its ``tf_model.h5``) into a lazy ``Source``.
 
@@ -308,7 +175,7 @@ def _save_attribute(group: Any, name: str, data: list[bytes]) -> None:
 def _atomic_h5(path: Path, fill: Callable[[Any], None]) -> Path:
     """Write an HDF5 file to a temporary name beside ``path`` and rename it into place
     (h5py needs a path it can reopen, not ``_io.atomic_write``'s file object)."""
-    h5py = _h5py()
+    h5py = h5py_module()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from gpt2_dual.generation_config import GenerationConfig
+from gpt2_dual.generation.config import GenerationConfig
 
 __all__ = ["beam_search"]
 

@@ -4,7 +4,7 @@ Shapes: B prompts, R = B x num_return_sequences rows (B x num_beams in beam sear
 tokens, N new tokens, V vocabulary.
 
 The options, their validation and their meaning are shared with ``gpt2_dual.tf``
-(``gpt2_dual.GenerationConfig``; ``gpt2_dual._generation_checks`` checks the config and the
+(``gpt2_dual.GenerationConfig``; ``gpt2_dual.generation.checks`` checks the config and the
 prompt before any model work). The numbers follow transformers' ``generate``: the same logits
 processors in the same order (``processors.py``), the same vectorized beam search
 (``beam.py``), the same padding of finished rows. Each step runs the backbone on the newest
@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from gpt2_dual._generation_checks import prepare_call
-from gpt2_dual.generation_config import GenerationConfig, HasGenerationConfig, Resolved
+from gpt2_dual.generation.call import prepare_call
+from gpt2_dual.generation.config import GenerationConfig, HasGenerationConfig, Resolved
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
 from gpt2_dual.pt.linear import packed_weights

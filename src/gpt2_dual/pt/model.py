@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.hub_push import PushToHubMixin, api_of
+from gpt2_dual.hub.push import PushToHubMixin, api_of
 from gpt2_dual.outputs import BaseModelOutput
 from gpt2_dual.pt import weights as _weights
 from gpt2_dual.pt.attention import Attention, AttentionMask, causal_mask, check_backend
@@ -90,7 +90,7 @@ class GPT2PreTrainedModel(TrainingMixin, nn.Module, PushToHubMixin):
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         if getattr(self, "is_quantized", False):  # checked before any tensor changes
-            from gpt2_dual.pt.quantize import check_cast
+            from gpt2_dual.pt.bnb import check_cast
 
             check_cast(self, fn)
         return super()._apply(fn, recurse)

@@ -1,7 +1,7 @@
 """The PyTorch side of ``gpt2_dual.pipeline``: load, place, one forward pass, ``generate``.
 
 ``gpt2_dual.tf.pipelines`` has the same functions; the pipelines themselves are neutral
-(``gpt2_dual.pipelines``) and pass numpy arrays in and get numpy arrays back.
+(``gpt2_dual.pipelines.base``) and pass numpy arrays in and get numpy arrays back.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from gpt2_dual.generation_config import GenerationConfig, Resolved
+from gpt2_dual.generation.config import GenerationConfig, Resolved
 
 __all__ = ["Processor", "build_processors"]
 

@@ -34,13 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from gpt2_dual.checkpoint import hf, loading
+from gpt2_dual.checkpoint.loading import CheckpointError, LoadReport
+from gpt2_dual.checkpoint.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
+from gpt2_dual.checkpoint.tf_h5 import H5Reader
+from gpt2_dual.checkpoint.torch_bin import read_bin
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.convert import hf, loading
-from gpt2_dual.convert.loading import CheckpointError, LoadReport
-from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
-from gpt2_dual.generation_config import load_for_model
-from gpt2_dual.pt import _pretrained_io as files
-from gpt2_dual.pt import quantize_load
+from gpt2_dual.generation.config import load_for_model
+from gpt2_dual.pt import bnb_load
+from gpt2_dual.pt import pretrained_io as files
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def _view(state: Any) -> Any:
 
 
 def _as_tensor(value: Any) -> Any:
-    if isinstance(value, torch.Tensor | quantize_load.Prequantized):
+    if isinstance(value, torch.Tensor | bnb_load.Prequantized):
         return value  # a quantized checkpoint's weight: pt.quantize.set_weight places it
     array = np.asarray(value)
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
@@ -231,7 +233,7 @@ def from_pretrained(
         device: where the parameters are created (default CPU).
         attn_implementation: ``"sdpa"``, ``"eager"``, ... as the model class accepts.
         revision, cache_dir, local_files_only, token, subfolder: Hub options
-            (see ``gpt2_dual.hub.resolve_file``).
+            (see ``gpt2_dual.hub.resolve.resolve_file``).
         use_safetensors: None: safetensors if present, else ``.bin``; True: safetensors only;
             False: ``.bin`` only.
         weights_only: must be True; gpt2_dual never unpickles arbitrary objects.
@@ -286,19 +288,19 @@ def from_pretrained(
     if found.format == "safetensors":  # memory-mapped; a tensor is read on first use
         view = hf.SafetensorsReader(found.files, framework="pt")
     elif found.format == "tf-h5":  # transformers TF's tf_model.h5, one tensor at a time
-        from gpt2_dual.convert.tf_h5 import H5Reader
-
         view = H5Reader(found.files)
     else:
-        view = loading.CanonicalView(files.read_bin(found.files))
+        view = loading.CanonicalView(read_bin(found.files))
     where = str(path_or_repo_id)
-    quant = quantize_load.plan(config, view, quantization_config, where=where)
+    quant = bnb_load.plan(config, view, quantization_config, where=where)
     dtype = files.resolve_dtype(quant.dtype(dtype) if quant else dtype, config, view)
     model = None
     if quant is not None:  # its layers decide how a quantized checkpoint's tensors read
         model = _build(cls, config, attn_implementation, dtype)
         paths = {row.canonical: _path(model, row) for row in _rows(model)}
-        view = quant.attach(model, view, paths)
+        from gpt2_dual.pt.bnb import attach
+
+        view = attach(quant, model, view, paths)
     # Config against checkpoint, shapes and dtypes only, before anything is filled.
     plan = loading.plan_load(config, cls.head, view)
     loading.check_policy(cls.__name__, plan.report, strict=strict, where=where, logger=logger)
@@ -348,7 +350,7 @@ def _set(
     owner, _, name = _path(model, row).rpartition(".")
     module = model.get_submodule(owner)
     if name == "weight" and getattr(module, "bnb_bits", None):
-        from gpt2_dual.pt.quantize import set_weight
+        from gpt2_dual.pt.bnb import set_weight
 
         set_weight(module, value, device, dtype)
         return
@@ -366,7 +368,7 @@ def _disk_state(model: nn.Module) -> dict[str, torch.Tensor]:
         owner, _, name = _path(model, row).rpartition(".")
         module = model.get_submodule(owner)
         if name == "weight" and getattr(module, "bnb_bits", None):
-            from gpt2_dual.pt.quantize import saved_weight
+            from gpt2_dual.pt.bnb import saved_weight
 
             out.update(saved_weight(module, key))  # packed, with its statistics
             continue

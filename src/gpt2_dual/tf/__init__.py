@@ -36,10 +36,10 @@ from gpt2_dual.tf.heads import (  # noqa: E402
     GPT2ForTokenClassification,
     GPT2LMHeadModel,
 )
+from gpt2_dual.tf.int8 import QuantizedModelError  # noqa: E402
 from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel  # noqa: E402
 from gpt2_dual.tf.outputs import ModelOutputDict  # noqa: E402
 from gpt2_dual.tf.preprocessing import GPT2CausalLMPreprocessor, GPT2Preprocessor  # noqa: E402
-from gpt2_dual.tf.quantize import QuantizedModelError  # noqa: E402
 
 __all__ = [
     "MODEL_CLASSES",

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from gpt2_dual.tf.attention import dense
-from gpt2_dual.tf.quantize import check_float
+from gpt2_dual.tf.int8 import check_float
 
 logger = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from gpt2_dual._generation_checks import prepare_call
-from gpt2_dual.generation_config import GenerationConfig, HasGenerationConfig, Resolved
+from gpt2_dual.generation.call import prepare_call
+from gpt2_dual.generation.config import GenerationConfig, HasGenerationConfig, Resolved
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.tf import beam, decode
 from gpt2_dual.tf.cache import DynamicCache, StaticCache

@@ -24,9 +24,9 @@ from gpt2_dual.tf import losses
 from gpt2_dual.tf.attention import dense
 from gpt2_dual.tf.generate import GenerationMixin
 from gpt2_dual.tf.inputs import InputError, as_tensor
+from gpt2_dual.tf.int8 import tied_logits
 from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel, _warn_once
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
-from gpt2_dual.tf.quantize import tied_logits
 from gpt2_dual.tf.summary import SequenceSummary, gather_tokens, last_non_pad_token
 
 logger = logging.getLogger(__name__)

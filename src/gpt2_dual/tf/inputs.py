@@ -14,7 +14,7 @@ shapes and lengths known while tracing). Values (ids, positions and labels in ra
 mask) are checked only in eager calls: reading them would need a host sync,
 ``tf.debugging`` assertions do not compile under XLA, and XLA's gather clamps out-of-range
 ids instead of failing. ``generate`` checks its prompt on the host before compiling
-(``_generation_checks.check_prompt``); other compiled callers must pass valid values, as
+(``generation.call.check_prompt``); other compiled callers must pass valid values, as
 ``torch.compile`` callers must on the PyTorch side.
 
 Positions: without ``position_ids``, a mask with padding decides them: ``cumsum(mask) - 1``
@@ -43,7 +43,7 @@ from keras import ops
 
 from gpt2_dual import _input_checks as rules
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.errors import GPT2DualError
+from gpt2_dual.errors import GPT2DualError, InputError
 from gpt2_dual.tf.cache import DynamicCache, StaticCache
 
 __all__ = [
@@ -58,16 +58,6 @@ __all__ = [
     "positions",
     "unfold",
 ]
-
-
-class InputError(GPT2DualError, ValueError):
-    """Invalid inputs to a model call; the message names the input, the value and the limit.
-
-    Keras re-raises it unchanged: without the marker below it rewrites every exception raised
-    inside ``call`` into a longer message with a dump of the call's arguments.
-    """
-
-    _keras_call_info_injected = True  # Keras' own "already explained" marker
 
 
 def as_tensor(value: Any, dtype: str | None = None) -> tf.Tensor | None:
@@ -109,8 +99,6 @@ def spec(name: str, value: Any) -> rules.Spec | None:
 def is_int(value: Any, number: int) -> bool:
     """``value == number`` for a Python int; False for a tensor (unknown while tracing)."""
     return isinstance(value, int) and value == number
-
-
 
 
 def check_head_inputs(config: GPT2Config, head: str, kwargs: dict[str, Any]) -> dict[str, Any]:

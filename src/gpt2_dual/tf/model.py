@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras import ops
 
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.hub_push import PushToHubMixin, api_of
+from gpt2_dual.hub.push import PushToHubMixin, api_of
 from gpt2_dual.tf import weights as _weights
 from gpt2_dual.tf.attention import AttentionMask, causal_mask
 from gpt2_dual.tf.cache import DynamicCache, StaticCache, as_cache
@@ -43,9 +43,9 @@ from gpt2_dual.tf.inputs import (
     positions,
     unfold,
 )
+from gpt2_dual.tf.int8 import QuantizeMixin, config_entry, restore
 from gpt2_dual.tf.layers import Block, layer_norm
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
-from gpt2_dual.tf.quantize import QuantizeMixin, config_entry, restore
 from gpt2_dual.tf.training import KerasTrainingMixin
 
 logger = logging.getLogger(__name__)

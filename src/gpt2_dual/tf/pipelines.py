@@ -2,7 +2,7 @@
 ``generate``.
 
 ``gpt2_dual.pt.pipelines`` has the same functions; the pipelines themselves are neutral
-(``gpt2_dual.pipelines``) and pass numpy arrays in and get numpy arrays back. A device runs
+(``gpt2_dual.pipelines.base``) and pass numpy arrays in and get numpy arrays back. A device runs
 the calls under ``tf.device``; a dtype is a Keras dtype policy, set when the model is loaded.
 """
 

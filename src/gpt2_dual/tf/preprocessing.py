@@ -76,9 +76,9 @@ import numpy as np
 import tensorflow as tf
 
 from gpt2_dual.tf.losses import IGNORE_INDEX
-from gpt2_dual.tokenizer import GPT2TokenizerBase
-from gpt2_dual.tokenizer_bpe import GPT2Tokenizer
-from gpt2_dual.tokenizer_fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.base import GPT2TokenizerBase
+from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
+from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 
 __all__ = ["GPT2CausalLMPreprocessor", "GPT2Preprocessor"]
 

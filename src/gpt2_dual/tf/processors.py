@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from gpt2_dual.generation_config import GenerationConfig, Resolved
+from gpt2_dual.generation.config import GenerationConfig, Resolved
 from gpt2_dual.tf.topk import bisect, kth_largest, sortable
 
 __all__ = ["ProcessorSpec", "choose", "gumbel", "process", "values"]

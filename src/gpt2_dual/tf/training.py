@@ -232,7 +232,7 @@ class KerasTrainingMixin:
         if any(d.device_type != "CPU" for d in devices) or self._distribute_strategy:
             return super()._resolve_auto_jit_compile()
         from gpt2_dual.cpu import tf_jit_default
-        from gpt2_dual.tf.quantize import quantized_layers
+        from gpt2_dual.tf.int8 import quantized_layers
 
         if quantized_layers(self):  # TF's own int8 matmul is 3-5x slower than float32 here
             return True

@@ -14,7 +14,7 @@ canonical layout, before the transpose. The rules (what is missing, unexpected, 
 reported) are shared with gpt2_dual.pt in ``convert/loading.py``.
 
 Only safetensors are read, through ``SafetensorsReader(framework="np")``, one tensor at a time,
-or else transformers TF's ``tf_model.h5`` (``convert.tf_h5.H5Reader``): loading never imports
+or else transformers TF's ``tf_model.h5`` (``checkpoint.tf_h5.H5Reader``): loading never imports
 torch and never unpickles. A checkpoint with only ``pytorch_model.bin`` gets an error that says
 how to convert it.
 
@@ -34,13 +34,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from gpt2_dual.checkpoint import hf, loading
+from gpt2_dual.checkpoint.loading import CheckpointError, LoadReport
+from gpt2_dual.checkpoint.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
+from gpt2_dual.checkpoint.tf_h5 import H5Reader
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.convert import hf, loading
-from gpt2_dual.convert.loading import CheckpointError, LoadReport
-from gpt2_dual.convert.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backbone, params
 from gpt2_dual.errors import InvalidInputError
-from gpt2_dual.generation_config import load_for_model
-from gpt2_dual.tf.quantize import check_float, dequantized
+from gpt2_dual.generation.config import load_for_model
+from gpt2_dual.tf.int8 import check_float, dequantized
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def from_pretrained(
             ``"auto"`` takes the config's ``dtype`` (else the checkpoint's); None: Keras'
             global policy (``keras.config.dtype_policy()``).
         revision, cache_dir, local_files_only, token, subfolder: Hub options
-            (see ``gpt2_dual.hub.resolve_file``).
+            (see ``gpt2_dual.hub.resolve.resolve_file``).
         strict: when True, backbone tensors missing or not used are an error; when False they
             are initialized or left unused, and logged.
         quantization_config: accepted for ``gpt2_dual.pt``'s signature and refused:
@@ -283,8 +284,6 @@ def from_pretrained(
                 _BIN_ONLY.format(where=where, file=file, cls=cls.__name__)
             ) from None
     if found.format == "tf-h5":  # transformers TF's tf_model.h5, one tensor at a time
-        from gpt2_dual.convert.tf_h5 import H5Reader
-
         view = H5Reader(found.files)
     else:
         view = hf.SafetensorsReader(found.files)
