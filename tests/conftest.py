@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from require_all import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
+
+
+def _threads_per_worker() -> None:
+    """Under pytest-xdist, each worker's torch, oneDNN/MKL and TensorFlow get the cores divided
+    among the workers: each would otherwise start a thread per core, and the workers' threads
+    would fight over the same cores on models this small. Set before any framework is
+    imported (this file is loaded first); an explicit setting in the environment wins, and the
+    tests' subprocesses inherit the same share."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // int(workers)))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                 "TF_NUM_INTEROP_THREADS"):  # fmt: skip
+        os.environ.setdefault(name, share)
+
+
+_threads_per_worker()
+
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,11 +1,14 @@
 """numpy references of transformers' sampling filters (``logits_process.py`` in 4.57), the
 oracle of ``test_generate.py``'s filter tests. Each takes scores ``(R, V)`` float32 and returns
 new scores, ``-inf`` where a token is removed. ``test_numpy_reference_is_transformers`` checks
-these against transformers' own processors."""
+these against transformers' own processors. Also the shared checkpoint, transformers' ``generate``
+on numpy, and ``scores_equal`` for processed scores."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from cases import assert_close
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -68,6 +71,16 @@ def warp(scores: np.ndarray, *, temperature_: float = 1.0, top_k_: int = 50,
     if typical_p_ < 1.0:
         scores = typical_p(scores, typical_p_)
     return scores
+
+
+def scores_equal(actual, expected, what: str) -> None:
+    """Processed scores agree: ``-inf`` (a removed token) at the same places, the finite
+    values within the float32 tolerance of ``cases.py``."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    np.testing.assert_array_equal(np.isfinite(actual), np.isfinite(expected), err_msg=what)
+    finite = np.isfinite(expected)
+    assert_close(actual[finite], expected[finite], what=what)
 
 
 def reference_checkpoint(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cases import tiny_config
+from cli_runner import Result, run_cli
 from frameworks import PT, random_state
 from gpt2_dual.cli import main
 
@@ -17,9 +16,8 @@ pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gpt2_dual", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)  # fmt: skip
+def cli(*args: str, cwd: Path | None = None) -> Result:
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""``gpt2-dual generate`` run as a subprocess on a tiny random checkpoint.
+"""``gpt2-dual generate`` run as its console script runs it (``cli_runner``) on a tiny random
+checkpoint.
 
 The expected texts come from the library in this process (``pipeline("text-generation")`` on the
 same folder), so the command line must print exactly what the library generates.
@@ -6,12 +7,9 @@ same folder), so the command line must print exactly what the library generates.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
+from cli_runner import Result, run_cli
 from frameworks import has
 from gpt2_dual import GPT2Config, GPT2TokenizerFast, pipeline
 
@@ -46,12 +44,8 @@ def library(folder):
     return generate
 
 
-def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, "-m", "gpt2_dual", "generate", *args],
-        input=stdin, capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+def cli(*args: str, stdin: str = "") -> Result:
+    return run_cli("generate", *args, stdin=stdin, env={"HF_HUB_OFFLINE": "1"})
 
 
 def test_one_prompt_streamed_and_not_print_the_library_text(folder, library):
@@ -91,10 +85,6 @@ def test_beam_search_prints_at_the_end(folder, library):
 
 @pytest.mark.skipif(not has("tensorflow"), reason="no tensorflow")
 def test_tf_framework_prints_the_same_greedy_text(folder, library):
-    import gpt2_dual.tf
-
-    if not hasattr(gpt2_dual.tf.GPT2LMHeadModel, "generate"):
-        pytest.skip("gpt2_dual.tf.GPT2LMHeadModel has no generate() yet")
     result = cli("--model", folder, "--framework", "tf", "--max-new-tokens", str(NEW), "Hi there")
     assert result.returncode == 0, result.stderr
     assert result.stdout == library("Hi there") + "\n"

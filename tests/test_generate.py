@@ -1,5 +1,8 @@
 """``generate`` in both frameworks against transformers' ``generate`` (the reference, PyTorch),
-a plain no-cache greedy loop, a numpy reference of the sampling filters, and single rows.
+a plain no-cache greedy loop, a numpy reference of the sampling filters, and single rows; stop
+strings against transformers' ``StopStringCriteria``. TF runs in graph mode here, and under
+XLA (its default) for the cases marked ``xla_every_run`` (all of them with ``GPT2_DUAL_TF_XLA=1``).
+PyTorch sampling token for token with transformers: ``test_sampling_transformers.py``.
 
 One random checkpoint, written by transformers, loaded by each framework's ``from_pretrained``.
 Its weights are large (initializer_range 0.3) so logits are well apart and a 1e-5 difference
@@ -15,7 +18,7 @@ import pytest
 
 from cases import assert_close
 from frameworks import FRAMEWORKS
-from generation_ref import reference_checkpoint, reference_generate, warp
+from generation_ref import reference_checkpoint, reference_generate, scores_equal, warp
 from gpt2_dual import GenerationConfig, GPT2TokenizerFast, TextIteratorStreamer, TextStreamer
 
 torch = pytest.importorskip("torch")
@@ -69,15 +72,24 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+#: TF ``generate`` compiles with XLA by default; these run under XLA in every run (marked
+#: ``xla_every_run``), the rest in graph mode unless ``GPT2_DUAL_TF_XLA=1``: greedy, beams with
+#: eos ids, seeded sampling, left padding (each XLA compile takes seconds).
+XLA = pytest.mark.xla_every_run
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=XLA) if c == "greedy" else c for c in CASES]
+)
 def test_equals_transformers(ours, fw, reference, case):
     kwargs = CASES[case]
     got = fw.generate(ours, PROMPT, pad_token_id=0, **kwargs)
     np.testing.assert_array_equal(got, theirs(reference, PROMPT, **kwargs))
 
 
-@pytest.mark.parametrize("beams", [1, 3])
-@pytest.mark.parametrize("eos_list", [False, True])
+@pytest.mark.parametrize(
+    "beams,eos_list", [(1, False), (1, True), (3, False), pytest.param(3, True, marks=XLA)]
+)
 def test_eos_ends_rows_as_transformers(ours, fw, reference, beams, eos_list):
     eos = frequent_token(reference)
     eos_ids = [eos, EOS] if eos_list else eos
@@ -106,7 +118,7 @@ def test_min_new_tokens_holds_eos_back(ours, fw, reference):
 
 
 def test_beam_scores_as_transformers(ours, fw, reference):
-    kwargs = dict(max_new_tokens=6, num_beams=3, num_return_sequences=2,
+    kwargs = dict(max_new_tokens=6, num_beams=3, num_return_sequences=2, no_repeat_ngram_size=2,
                   return_dict_in_generate=True, output_scores=True, output_logits=True)  # fmt: skip
     got = fw.generate(ours, PROMPT, pad_token_id=0, **kwargs)
     ref = theirs(reference, PROMPT, **kwargs)
@@ -114,6 +126,9 @@ def test_beam_scores_as_transformers(ours, fw, reference):
     np.testing.assert_array_equal(got.beam_indices, ref.beam_indices.numpy())
     assert_close(got.sequences_scores, ref.sequences_scores.numpy(), what="sequences_scores")
     assert len(got.scores) == len(ref.scores) == len(got.logits)
+    assert any(np.isinf(s).any() for s in got.scores), "no banned n-gram: -inf not compared"
+    for step, (a, b) in enumerate(zip(got.scores, ref.scores, strict=True)):
+        scores_equal(a, b.numpy(), what=f"processed scores of step {step}")
     for step, (a, b) in enumerate(zip(got.logits, ref.logits, strict=True)):
         assert_close(a, b.numpy(), what=f"raw logits of step {step}")
 
@@ -134,8 +149,11 @@ def test_cached_loop_equals_no_cache_loop(ours, fw, cache):
 
 @pytest.mark.parametrize(
     "options",
-    [dict(), dict(repetition_penalty=1.5, no_repeat_ngram_size=2), dict(num_beams=3)],
-    ids=["greedy", "history", "beams"],
+    [
+        pytest.param(dict(), id="greedy", marks=XLA),
+        pytest.param(dict(repetition_penalty=1.5, no_repeat_ngram_size=2), id="history"),
+        pytest.param(dict(num_beams=3), id="beams"),
+    ],
 )
 def test_left_padded_rows_equal_single_rows(ours, fw, options):
     rows = [np.array([[5, 17, 42, 8, 61, 23]]), np.array([[70, 41]]), np.array([[9, 9, 9, 1]])]
@@ -195,12 +213,16 @@ def test_numpy_reference_is_transformers():
         assert_close(got[np.isfinite(got)], expected[np.isfinite(expected)], what=str(processor))
 
 
-def test_sampling_reproducible_with_seed_and_top_k_1_is_greedy(ours, fw):
+@XLA
+def test_sampling_reproducible_with_seed(ours, fw):
     kwargs = dict(do_sample=True, max_new_tokens=8, eos_token_id=None, top_k=0)
     first = fw.generate(ours, PROMPT, seed=11, **kwargs)
     np.testing.assert_array_equal(fw.generate(ours, PROMPT, seed=11, **kwargs), first)
     other = fw.generate(ours, PROMPT, seed=12, **kwargs)
     assert (other != first).any(), "a different seed drew the same 16 tokens"
+
+
+def test_sampling_with_top_k_1_is_greedy(ours, fw):
     greedy = fw.generate(ours, PROMPT, max_new_tokens=8, eos_token_id=None)
     top1 = fw.generate(ours, PROMPT, seed=5, do_sample=True, top_k=1, max_new_tokens=8,
                        eos_token_id=None)  # fmt: skip
@@ -327,6 +349,82 @@ def test_stop_strings_do_not_see_left_padding(ours, fw, tokenizer, beams):
     batch = fw.generate(ours, ids, mask, stop_strings=stop, tokenizer=tokenizer, **kwargs)
     assert batch.shape[1] == ids.shape[1] + 6, "the padded row stopped at its first token"
     np.testing.assert_array_equal(batch[1, 3:], alone)
+
+
+#: Stop strings and rows (GPT-2 vocabulary pieces, or a text to encode): the stop decision after
+#: each token is compared with transformers' ``StopStringCriteria`` (whose docstring gives the
+#: "stop" rows: overhangs on either side of the stop string count, a stop string that no longer
+#: touches the newest token does not).
+STOP_TABLE = {
+    "stop": (["stop"], [
+        ["st", "op"], ["stop"], ["st", "open"], ["Ġsto", "pped"], ["las", "tops"],
+        ["s", "to", "pped"], ["stop", "at"], ["st", "op", "at"], ["test", "op"],
+        ["Ġmanifesto", "pped"], ["sp", "ot", "s"], "Don't stop me now, stop!",
+    ]),
+    "several": (["\n\n", "END", "!"], [
+        "Hello\n\nworld END", "THE END.\n\n", ["EN", "D"], ["Ċ", "ĊĊ"], ["Ċ", "Hello", "Ċ"],
+        "Wow!!",
+    ]),
+    "whole_characters": (["café", " €5"], [
+        "café €5 😀", ["Ġcaf", "Ã©"], ["ĠcafÃ©"], ["ĠâĤ¬", "5"], ["c", "af", "Ã©", "Ġ"],
+    ]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def their_tokenizer():
+    """transformers' fast GPT-2 tokenizer on the bundled GPT-2 files."""
+    import gpt2_dual
+
+    return transformers.GPT2TokenizerFast.from_pretrained(
+        next(iter(gpt2_dual.__path__)) + "/data/gpt2"
+    )
+
+
+def _row_ids(tokenizer, their_tokenizer, row) -> list[int]:
+    if isinstance(row, str):
+        ids = tokenizer(row)["input_ids"]
+        assert ids == their_tokenizer(row)["input_ids"], row
+        return ids
+    ids = tokenizer.convert_tokens_to_ids(row)
+    assert tokenizer.convert_ids_to_tokens(ids) == row, f"not all GPT-2 pieces: {row}"
+    return ids
+
+
+@pytest.mark.parametrize("case", STOP_TABLE)
+def test_stop_decisions_equal_transformers_stop_string_criteria(tokenizer, their_tokenizer, case):
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    from gpt2_dual.generation.stopping import StopStrings
+
+    stops, rows = STOP_TABLE[case]
+    ours, ref = StopStrings(tokenizer, stops), StopStringCriteria(their_tokenizer, stops)
+    decisions = []
+    for row in rows:
+        ids = _row_ids(tokenizer, their_tokenizer, row)
+        got = [ours.hit(ids[:n]) for n in range(1, len(ids) + 1)]
+        expected = [bool(ref(torch.tensor([ids[:n]]), None)[0]) for n in range(1, len(ids) + 1)]
+        assert got == expected, f"{row!r}: ours {got}, transformers {expected}"
+        decisions += got
+    assert any(decisions) and not all(decisions)
+
+
+def test_stop_strings_match_bytes_where_transformers_matches_characters(tokenizer, their_tokenizer):
+    """A documented difference: gpt2_dual matches UTF-8 bytes, so a character split across
+    byte-level tokens matches too; transformers matches each token's own decoded text, where a
+    partial character is U+FFFD, and cannot build a stop string that no token holds whole."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    from gpt2_dual.generation.stopping import StopStrings
+
+    split = tokenizer.convert_tokens_to_ids(["c", "af", "Ã", "©"])  # é as its two bytes
+    assert tokenizer.decode(split) == "café"
+    assert StopStrings(tokenizer, ["café"]).hit(split)
+    assert not StopStringCriteria(their_tokenizer, ["café"])(torch.tensor([split]), None)[0]
+    emoji = tokenizer("a 😀")["input_ids"]
+    assert len(emoji) > 2 and StopStrings(tokenizer, "😀").hit(emoji)
+    with pytest.raises(ValueError, match="unable to identify tokens matching"):
+        StopStringCriteria(their_tokenizer, ["😀"])
 
 
 def test_streamers_show_what_generate_returns(ours, fw, tokenizer, capsys):

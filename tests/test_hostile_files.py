@@ -115,8 +115,8 @@ INDEX_ROWS = [
     ("no-weight-map", {"metadata": {}}, "'weight_map' must be a non-empty JSON object"),
     ("weight-map-list", {"weight_map": ["model.safetensors"]}, "found array"),
     ("top-level-list", [1, 2], "must hold a JSON object"),
-    ("shard-outside", {"weight_map": {"wte.weight": "../x.safetensors"}}, "same folder"),
-    ("shard-number", {"weight_map": {"wte.weight": 3}}, "same folder"),
+    ("shard-number", {"weight_map": {"wte.weight": 3}}, "same folder, found number 3"),
+    ("shard-dot", {"weight_map": {"wte.weight": "./"}}, "same folder, found string './'"),
 ]
 
 
@@ -130,6 +130,47 @@ def test_bad_shard_index(gpt, saved, tmp_path, index, fragment):
     with pytest.raises(MalformedFileError, match=fragment) as info:
         gpt.GPT2LMHeadModel.from_pretrained(folder)
     assert str(folder / hf.SAFE_INDEX) in str(info.value)
+
+
+#: Shard names that reach outside the index's folder, on POSIX or Windows.
+OUTSIDE_ROWS = [
+    ("parent", "../model.safetensors"),
+    ("parent-inside", "sub/../../model.safetensors"),
+    ("absolute", "{saved}/model.safetensors"),  # a real checkpoint, which must not be read
+    ("drive", "C:model.safetensors"),
+    ("backslash", "..\\model.safetensors"),
+]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=i) for i, n in OUTSIDE_ROWS])
+def test_shard_outside_the_folder_is_named(gpt, saved, tmp_path, name):
+    name = name.format(saved=saved)
+    folder = _copy(saved, tmp_path / "ckpt")
+    (folder / hf.SAFE_WEIGHTS).unlink()
+    index = folder / hf.SAFE_INDEX
+    weight_map = {"wte.weight": "model.safetensors", "h.0.ln_1.weight": name}
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(MalformedFileError) as info:
+        gpt.GPT2LMHeadModel.from_pretrained(folder)
+    assert str(info.value) == (
+        f"{index}: weight_map['h.0.ln_1.weight'] names {name!r}, outside the index's folder; "
+        "a shard must be a file in the same folder (no leading '/', drive, '..' or '\\')"
+    )
+
+
+def test_missing_shard_names_the_index(gpt, saved, tmp_path):
+    folder = _copy(saved, tmp_path / "ckpt")
+    (folder / hf.SAFE_WEIGHTS).rename(folder / "model-00001-of-00002.safetensors")
+    index = folder / hf.SAFE_INDEX
+    weight_map = {"wte.weight": "model-00001-of-00002.safetensors",
+                  "h.0.ln_1.weight": "model-00002-of-00002.safetensors"}  # fmt: skip
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(FileNotFoundError) as info:
+        gpt.GPT2LMHeadModel.from_pretrained(folder)
+    assert isinstance(info.value, GPT2DualError)
+    message = str(info.value)
+    assert message.startswith("gpt2_dual: file 'model-00002-of-00002.safetensors' not found")
+    assert message.endswith(f" (named by {index})")
 
 
 def test_empty_bin_is_named(saved, tmp_path):

@@ -24,6 +24,7 @@ from gpt2_dual.checkpoint.names import keras_hub as table
 from gpt2_dual.checkpoint.safetensors_io import cast
 from gpt2_dual.convert import formats
 from gpt2_dual.convert.formats import FormatError, Source
+from gpt2_dual.errors import MalformedFileError
 from gpt2_dual.hub.resolve import bundled_vocab_dir
 
 #: Keras 3.15's saving calls ``np.array`` on TensorFlow 2.21 variables, whose ``__array__``
@@ -182,6 +183,21 @@ def test_a_transformers_folder_is_not_a_keras_hub_preset(tmp_path):
     tiny_config().save_pretrained(tmp_path)
     (tmp_path / "model.weights.h5").write_bytes(b"")
     assert not formats.module("keras-hub").detect(tmp_path)
+
+
+@pytest.mark.parametrize("shard", ["../outside.weights.h5", "/tmp/outside.weights.h5", "C:x.h5"])
+def test_a_shard_index_pointing_outside_the_preset_is_refused(tmp_path, shard):
+    config = tiny_config()
+    formats.write(_source("base", config, random_state(config, "base")), tmp_path, "keras-hub")
+    (tmp_path / table.WEIGHTS_FILE).rename(tmp_path.parent / "outside.weights.h5")
+    index = tmp_path / table.SHARDED_WEIGHTS_INDEX
+    index.write_text(json.dumps({"weight_map": {"backbone/layers": shard}}))
+    with pytest.raises(MalformedFileError) as err:
+        formats.read(tmp_path)
+    assert str(err.value) == (
+        f"{index}: weight_map['backbone/layers'] names {shard!r}, not a file in the index's "
+        "folder (no leading '/', drive, '..' or '\\')"
+    )
 
 
 # --------------------------------------------------------------------------- against KerasHub

@@ -133,7 +133,7 @@ def _layer(module: str) -> int:
 
 def test_graph_sees_imports(graph: dict[str, set[str]]) -> None:
     # The graph is read right: known edges are there, including a deferred one.
-    assert "gpt2_dual.errors" in graph["gpt2_dual.config"]
+    assert "gpt2_dual.errors" in graph["gpt2_dual._io"]
     assert "gpt2_dual.pt" in graph["gpt2_dual.convert.crosscheck"]  # imported inside a function
     assert "gpt2_dual.checkpoint.names" in graph["gpt2_dual.pt.weights"]
 

@@ -182,11 +182,6 @@ def test_qa_windows_and_word_spans_match_transformers_tokenizer(checkpoints, ali
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_text_generation_greedy_matches_transformers(checkpoints, framework):
-    if framework == "tf":
-        import gpt2_dual.tf
-
-        if not hasattr(gpt2_dual.tf.GPT2LMHeadModel, "generate"):
-            pytest.skip("gpt2_dual.tf.GPT2LMHeadModel has no generate() yet")
     folder = checkpoints["lm"]
     ours = pipeline("text-generation", model=folder, framework=framework)
     prompts = ["Hello, I'm a language model,", "Hi", ""]
@@ -203,22 +198,53 @@ def test_text_generation_greedy_matches_transformers(checkpoints, framework):
     assert ids[:1] == [17250] and len(ids) == 9  # "Hi" + 8 new tokens
 
 
+def _transformers_pipeline(task, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its own deprecation and generation-flag warnings
+        return transformers.pipeline(task, device="cpu", **kwargs)
+
+
 def test_text_generation_defaults_follow_transformers(checkpoints):
+    """The decoding defaults and the prefix as transformers' pipeline sets them on the same
+    checkpoint: its ``TextGenerationPipeline._default_generation_config`` under the model's
+    own ``generation_config``, then the config's ``task_specific_params``."""
     pytest.importorskip("torch")
     from gpt2_dual.pt import GPT2LMHeadModel
 
-    model = GPT2LMHeadModel.from_pretrained(checkpoints["lm"])
-    model.config.task_specific_params = {"text-generation": {"max_length": 30, "prefix": "A"}}
-    pipe = pipeline("text-generation", model=model, tokenizer=checkpoints["lm"], max_new_tokens=4)
-    config = pipe.generation_config
-    assert (config.do_sample, config.temperature, config.max_new_tokens) == (True, 0.7, 256)
-    assert (config.max_length, pipe.prefix, config.eos_token_id) == (30, "A", 50256)
+    folder, task = checkpoints["lm"], {"text-generation": {"max_length": 30, "prefix": "A"}}
+
+    def models():
+        ours = GPT2LMHeadModel.from_pretrained(folder)
+        theirs = transformers.GPT2LMHeadModel.from_pretrained(folder)
+        for model in (ours, theirs):
+            model.config.task_specific_params = copy.deepcopy(task)
+        return ours, theirs
+
+    ours_model, theirs_model = models()
+    pipe = pipeline("text-generation", model=ours_model, tokenizer=folder)
+    theirs = _transformers_pipeline("text-generation", model=theirs_model, tokenizer=folder)
+    defaults = transformers.TextGenerationPipeline._default_generation_config.to_diff_dict()
+    defaults.pop("transformers_version", None)
+    fields = sorted({*defaults, "max_length", "bos_token_id", "eos_token_id", "pad_token_id"})
+    expected = {f: getattr(theirs.generation_config, f) for f in fields}
+    assert {f: getattr(pipe.generation_config, f) for f in fields} == expected
+    assert pipe.prefix == theirs.prefix == "A"
+    # the case covers both sources: the pipeline's defaults (the model's generation_config
+    # sets none of them) and the task's max_length
+    assert {f: expected[f] for f in defaults} == defaults and expected["max_length"] == 30
+
+    ours_model, theirs_model = models()
+    pipe = pipeline("text-generation", model=ours_model, tokenizer=folder, max_new_tokens=4)
+    theirs = _transformers_pipeline("text-generation", model=theirs_model, tokenizer=folder,
+                                    max_new_tokens=4)  # fmt: skip
     first = pipe("Hello", seed=1)
     assert first == pipe("Hello", seed=1) and first[0]["generated_text"].startswith("Hello")
-    greedy = pipe("Hello", do_sample=False)[0]["generated_text"]
-    plain = pipeline("text-generation", model=checkpoints["lm"])("A" + "Hello", do_sample=False,
-                                                                 max_new_tokens=4)  # fmt: skip
-    assert "A" + greedy == plain[0]["generated_text"]  # the prefix conditions, then is dropped
+    greedy = pipe("Hello", do_sample=False)
+    assert_same(greedy, theirs("Hello", do_sample=False))
+    plain = pipeline("text-generation", model=folder)("A" + "Hello", do_sample=False,
+                                                      max_new_tokens=4)  # fmt: skip
+    # the prefix conditions, then is dropped
+    assert "A" + greedy[0]["generated_text"] == plain[0]["generated_text"]
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

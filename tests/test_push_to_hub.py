@@ -7,6 +7,7 @@ Pushes go through the real huggingface_hub client (``create_repo``, ``create_bra
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import pydoc
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from cases import tiny_config
+from frameworks import has
 from gpt2_dual import GenerationConfig, GPT2Config, GPT2Tokenizer, GPT2TokenizerFast
 from gpt2_dual.hub.bundled import bundled_vocab_dir
 from gpt2_dual.hub.resolve import HubError, RepoNotFound
@@ -217,18 +219,22 @@ def test_endpoint_changed_after_import(hub):
 # -- help() --
 
 
-def _public_classes() -> list[type]:
-    classes: list[type] = [GPT2Config, GenerationConfig, GPT2Tokenizer, GPT2TokenizerFast]
-    for module in ("gpt2_dual.pt", "gpt2_dual.tf"):
-        try:
-            framework = __import__(module, fromlist=["MODEL_CLASSES"])
-        except ImportError:
+def _public_classes() -> list:
+    """The neutral classes, and each framework's model classes; a framework that is not
+    installed is one visible skip, and one that is but does not import fails collection."""
+    classes = [GPT2Config, GenerationConfig, GPT2Tokenizer, GPT2TokenizerFast]
+    params = [pytest.param(c, id=f"{c.__module__}.{c.__name__}") for c in classes]
+    for module, needs in (("gpt2_dual.pt", "torch"), ("gpt2_dual.tf", "tensorflow")):
+        if not has(needs):
+            skip = pytest.mark.skip(reason=f"no {needs}")
+            params.append(pytest.param(None, id=module, marks=skip))
             continue
-        classes += list(framework.MODEL_CLASSES.values())
-    return classes
+        for c in importlib.import_module(module).MODEL_CLASSES.values():
+            params.append(pytest.param(c, id=f"{c.__module__}.{c.__name__}"))
+    return params
 
 
-@pytest.mark.parametrize("cls", _public_classes(), ids=lambda c: f"{c.__module__}.{c.__name__}")
+@pytest.mark.parametrize("cls", _public_classes())
 def test_help_shows_own_docs_and_every_option(cls):
     assert cls.__doc__ and pydoc.render_doc(cls).count(inspect.getdoc(cls).splitlines()[0]) >= 1
     if "Tokenizer" not in cls.__name__:  # the tokenizers' __init__ is theirs to document

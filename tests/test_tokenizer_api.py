@@ -346,7 +346,9 @@ def test_option_errors(cls, shared):
     with pytest.raises(ValueError, match="padding must be one of"):
         tok("Hello", padding="most")
     with pytest.raises(ValueError, match="truncation must be one of"):
-        tok("Hello", truncation="only_second", max_length=3)
+        tok("Hello", truncation="first_longest", max_length=3)
+    with pytest.raises(ValueError, match="truncation='only_second' cuts the second text of a pair"):
+        tok("a b c d", truncation="only_second", max_length=3)
     with pytest.raises(ValueError, match="padding_side must be 'left' or 'right', got 'up'"):
         tok("Hello", padding=True, padding_side="up")
     with pytest.raises(
@@ -357,9 +359,9 @@ def test_option_errors(cls, shared):
         tok(BATCH, padding=True, truncation=True, max_length=5, pad_to_multiple_of=4)
     with pytest.raises(ValueError, match="max_length must be a positive int, got 0"):
         tok("Hello", truncation=True, max_length=0)
-    with pytest.raises(NotImplementedError, match="text_pair and stride are not supported"):
-        tok("Hello", "world")
-    with pytest.raises(TypeError, match="text must be a str or a list of str, got int"):
+    with pytest.raises(NotImplementedError, match="stride is not supported by the GPT-2"):
+        tok("Hello", "world", stride=1)
+    with pytest.raises(TypeError, match=r"list of \(text, text_pair\) pairs of str, got int"):
         tok(3)
     with pytest.raises(ValueError, match=r"token id 50257 is not in the vocabulary \(size 50257\)"):
         tok.decode([1, 50257])

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpt2_dual.errors import InputTypeError, InvalidInputError, OutOfRangeError
+from gpt2_dual.heads import problem_type_for
 
 __all__ = [
     "HEAD_ARGS",
@@ -254,12 +255,8 @@ def check_cache(config: Any, layers: Sequence[tuple[tuple, tuple]], rows: int | 
 
 
 def problem_type(config: Any, kind: str) -> str:
-    """transformers' rule when ``config.problem_type`` is None (``losses.problem_type_for``)."""
-    if config.problem_type:
-        return config.problem_type
-    if config.num_labels == 1:
-        return "regression"
-    return "single_label_classification" if kind == "i" else "multi_label_classification"
+    """The loss of labels of numpy dtype ``kind`` (``gpt2_dual.heads.problem_type_for``)."""
+    return problem_type_for(config.num_labels, kind == "i", config.problem_type)
 
 
 def check_head(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,10 @@ UARCHES = (
 #: Flags that matter for the kernels, as /proc/cpuinfo names them.
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma", "avx_ne_convert")
 
+#: Product lines named in result-file families, by vendor and by whole word of the model name
+#: (a "32-Core Processor" of another vendor is no Intel Core).
+_PRODUCT_LINES = {"AMD": ("epyc", "ryzen"), "Intel": ("xeon", "core")}
+
 
 @dataclass(frozen=True)
 class CpuInfo:
@@ -82,8 +87,9 @@ class CpuInfo:
     @property
     def family(self) -> str:
         """A file-name-friendly CPU family for benchmark results (``"amd-epyc-zen5"``, ...)."""
-        model = self.model.lower()
-        name = next((n for n in ("epyc", "ryzen", "xeon", "core") if n in model), "")
+        words = re.findall(r"[a-z]+", self.model.lower())
+        names = _PRODUCT_LINES.get(self.vendor, ())
+        name = next((n for n in names if n in words), "")
         parts = (self.vendor.lower(), name, self.uarch)
         return "-".join(p for p in parts if p)
 

@@ -5,10 +5,16 @@ checkpoint on this CPU (``device_map="cpu"``): logits within the ``bnb`` row of
 ``cases.ATOL``, quantized checkpoints equal byte for byte, each side loading the other's. The
 tiny config is sized for bitsandbytes' CPU layout (out features a multiple of 32, in features
 of the 64-weight block), which transformers' model needs on an AVX-512 BF16 CPU.
+
+bitsandbytes repacks 4-bit weights on their first forward only on AVX-512 BF16 CPUs (its CPU
+kernel needs them): the test of saving and moving after that forward skips elsewhere, with that
+reason; undoing the repacking is also checked on any CPU by calling bitsandbytes' repacking
+function directly.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import subprocess
@@ -24,9 +30,10 @@ from gpt2_dual.heads import HEAD_SPECS
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-pytest.importorskip("bitsandbytes")
+bnb = pytest.importorskip("bitsandbytes")
 
 import gpt2_dual.pt as gpt  # noqa: E402
+from gpt2_dual.pt import bnb as ours_bnb  # noqa: E402
 
 PAD = 98
 #: bitsandbytes' CPU layout: every block layer's out features a multiple of 32, in features of 64.
@@ -41,6 +48,11 @@ FOUR_BIT = [
 ]  # fmt: skip
 STORAGE = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_quant_storage="bfloat16")
 SETTINGS = [*FOUR_BIT, STORAGE, dict(load_in_8bit=True)]
+#: bitsandbytes' own test of whether its 4-bit forward repacks weights for its CPU kernel.
+REPACKS = bool(bnb.functional.has_avx512bf16())
+needs_repacking = pytest.mark.skipif(
+    not REPACKS, reason="bitsandbytes repacks 4-bit weights only on CPUs with AVX-512 BF16"
+)
 
 
 def _name(settings: dict) -> str:
@@ -118,10 +130,12 @@ def _assert_same_files(actual: Path, expected: Path) -> None:
 
 
 def _quantized(model) -> list[str]:
-    import bitsandbytes as bnb
-
     layers = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
     return sorted(name for name, m in model.named_modules() if isinstance(m, layers))
+
+
+def _four_bit_layers(model) -> dict[str, torch.nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
 
 
 # --------------------------------------------------------------------------- transformers parity
@@ -137,8 +151,8 @@ def test_quantized_like_transformers_and_saved_the_same(checkpoints, tmp_path, h
     mine, ref = _outputs(ours, head), _outputs(theirs, head)
     for field in HEAD_SPECS[head].outputs:
         assert_close(mine[field], ref[field], "bnb", what=f"{_name(settings)} {head}.{field}")
-    # After a forward (bitsandbytes repacks 4-bit weights for the CPU): the same bytes again,
-    # and the model still computes what it did.
+    # After a forward (which casts biases in bitsandbytes' own layers, and repacks 4-bit weights
+    # on AVX-512 BF16 CPUs): the same bytes again, and the model still computes what it did.
     ours.save_pretrained(tmp_path / "after")
     _assert_same_files(tmp_path / "after", tmp_path / "theirs")
     again = _outputs(ours, head)
@@ -146,15 +160,18 @@ def test_quantized_like_transformers_and_saved_the_same(checkpoints, tmp_path, h
         assert_close(again[field], mine[field], "float32", what=f"after saving: {field}")
 
 
+@needs_repacking
 def test_save_after_forward_is_the_loaded_state(checkpoints, tmp_path):
     """The trap: bitsandbytes repacked the weights (bfloat16 block scales), and its own way back
     is lossy; the checkpoint must still be the one loaded, and reload to the same logits."""
     ours = _ours("lm", checkpoints["lm"], NF4)
     ours.save_pretrained(tmp_path / "before")
     logits = _outputs(ours, "lm")["logits"]
-    layer = ours.transformer.h[0].attn.c_attn
-    if layer.support_avx512bf16_for_cpu:  # the repacking happened: the trap is armed
-        assert layer.weight.quant_state.packing_format_for_cpu
+    layers = _four_bit_layers(ours)
+    assert len(layers) == 4 * ours.config.n_layer  # every block layer fits the CPU layout
+    for name, module in layers.items():  # the repacking happened: the trap is armed
+        assert module.weight.quant_state.packing_format_for_cpu, name
+    layer = layers["transformer.h.0.attn.c_attn"]
     ours.save_pretrained(tmp_path / "after")
     _assert_same_files(tmp_path / "after", tmp_path / "before")
     for folder in ("before", "after"):
@@ -163,6 +180,29 @@ def test_save_after_forward_is_the_loaded_state(checkpoints, tmp_path):
     ours.to("cpu")  # a move undoes the repacking exactly; the next forward repacks again
     assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
     assert_close(_outputs(ours, "lm")["logits"], logits, "float32", what="after .to('cpu')")
+
+
+@pytest.mark.parametrize("settings", [NF4, FOUR_BIT[0], STORAGE], ids=_name)
+def test_the_repacking_is_undone_exactly_on_any_cpu(checkpoints, settings):
+    """bitsandbytes' repacking function (plain torch, any CPU) applied to each loaded 4-bit
+    weight, then gpt2_dual's way back (what save and move use): the loaded bytes, as
+    bitsandbytes' own inverse gives them, whose block scales alone are lossy."""
+    model = _ours("lm", checkpoints["lm"], settings)
+    layers = _four_bit_layers(model)
+    assert len(layers) == 4 * model.config.n_layer
+    for name, layer in layers.items():
+        loaded = layer.weight.data.clone()
+        packed, state = bnb.functional._convert_weight_packed_for_cpu(
+            loaded.clone(), copy.deepcopy(layer.weight.quant_state)
+        )
+        assert state.packing_format_for_cpu and not torch.equal(_bytes(packed), _bytes(loaded))
+        theirs, _ = bnb.functional._convert_weight_packed_for_cpu_inverse(
+            packed, copy.deepcopy(state)
+        )
+        assert torch.equal(_bytes(theirs), _bytes(loaded)), name
+        back = ours_bnb._unpacked_data(packed, state)
+        assert back.dtype == loaded.dtype and torch.equal(_bytes(back), _bytes(loaded)), name
+        assert state.packing_format_for_cpu  # gpt2_dual's way back leaves the state alone
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, None], ids=["float16", "None"])

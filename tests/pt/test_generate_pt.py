@@ -1,6 +1,6 @@
-"""PyTorch-only parts of ``generate``: the compiled static-cache decode step, the LM-head copy
-of the CPU decode path, the double-heads model, generators and devices. The behaviour both
-frameworks share is in ``tests/test_generate.py``."""
+"""PyTorch-only parts of ``generate``: the compiled static-cache decode step, the model's own
+``lm_head`` at every step, bf16 packed weights, the double-heads model, generators and devices.
+The behaviour both frameworks share is in ``tests/test_generate.py``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 import gpt2_dual.pt as gpt  # noqa: E402
 import gpt2_dual.pt.generate as generation  # noqa: E402
+from gpt2_dual.pt.linear import bf16_packing_available  # noqa: E402
 
 PROMPT = torch.tensor([[5, 17, 42, 8, 61, 23], [70, 3, 3, 19, 88, 41]])
 GREEDY = dict(max_new_tokens=6, eos_token_id=None, pad_token_id=0)
@@ -55,13 +56,24 @@ def test_compiled_static_step_equals_eager_and_compiles_once(fresh_dynamo, monke
     assert torch.equal(padded[0], got[0])
 
 
-def test_cpu_lm_head_copy_gives_the_layer_s_tokens():
+def test_each_decode_step_runs_the_models_own_lm_head():
+    """Hooks on ``lm_head`` see every step, and logits a hook changes are the ones decoded."""
     model = _model()
-    fast = model.generate(PROMPT, **GREEDY)
+    plain = model.generate(PROMPT, **GREEDY)
     calls = []
-    model.lm_head.register_forward_hook(lambda module, args, out: calls.append(out.shape))
-    hooked = model.generate(PROMPT, **GREEDY)  # a hook: the layer itself runs, and is seen
-    assert torch.equal(hooked, fast) and len(calls) == GREEDY["max_new_tokens"]
+    seen = model.lm_head.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    assert torch.equal(model.generate(PROMPT, **GREEDY), plain)
+    assert len(calls) == GREEDY["max_new_tokens"]
+    seen.remove()
+    first = int(plain[0, PROMPT.shape[1]])
+
+    def ban_first(module, args, out):
+        out = out.clone()
+        out[..., first] = float("-inf")
+        return out
+
+    model.lm_head.register_forward_hook(ban_first)
+    assert not (model.generate(PROMPT, **GREEDY)[:, PROMPT.shape[1] :] == first).any()
 
 
 def test_double_heads_model_generates_as_the_lm_head_model():
@@ -128,12 +140,25 @@ def test_model_card_calls_run_on_cpu(tmp_path):
         tokenizer("Hello").to("cpu")
 
 
+@pytest.mark.skipif(
+    not bf16_packing_available(), reason="no oneDNN bf16 weight packing on this CPU"
+)
 def test_bf16_generate_on_packed_weights_equals_plain(monkeypatch):
     import contextlib
 
     model = _model().to(torch.bfloat16)
+    packing, counts = generation.packed_weights, []
+
+    @contextlib.contextmanager
+    def counted(modules):
+        with packing(modules) as count:
+            counts.append(count)
+            yield count
+
+    monkeypatch.setattr(generation, "packed_weights", counted)
     packed = model.generate(PROMPT, num_beams=2, **GREEDY)
     packed_greedy = model.generate(PROMPT, **GREEDY)
+    assert counts == [4 * model.config.n_layer + 1] * 2  # every block product and the LM head
     monkeypatch.setattr(generation, "packed_weights", lambda modules: contextlib.nullcontext(0))
     assert torch.equal(model.generate(PROMPT, num_beams=2, **GREEDY), packed)
     assert torch.equal(model.generate(PROMPT, **GREEDY), packed_greedy)

@@ -16,6 +16,8 @@ from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
 from frameworks import PT, random_state
 from gpt2_dual._config_checks import ACTIVATIONS
 from gpt2_dual.checkpoint.names import is_backbone, params
+from gpt2_dual.errors import InputError, InvalidInputError
+from gpt2_dual.heads import FORMULAS
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -67,8 +69,34 @@ def test_activation_matches_transformers(name):
 
 
 def test_unknown_activation_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown activation 'gelu_fancy'; choose one of \["):
+    with pytest.raises(InvalidInputError, match=r"unknown activation 'gelu_fancy'; choose one of \["):
         layers.activation("gelu_fancy")
+
+
+def test_every_formula_has_a_torch_op():
+    assert set(layers._OPS) == set(FORMULAS)
+
+
+# --------------------------------------------------------------------------- losses
+@pytest.mark.parametrize("num_labels", [1, 3])
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", "uint8", "bool", "float32"])
+def test_loss_choice_is_the_input_check_s(num_labels, dtype):
+    """The loss follows the rule the shared input check applied (``heads.problem_type_for``)."""
+    from gpt2_dual._input_checks import problem_type
+    from gpt2_dual.pt.losses import problem_type_for
+
+    config = tiny_config(num_labels=num_labels)
+    labels = torch.zeros(2, dtype=getattr(torch, dtype))
+    assert problem_type_for(num_labels, labels) == problem_type(config, np.dtype(dtype).kind)
+
+
+def test_small_integer_labels_are_class_ids():
+    model = model_of("sequence_classification")
+    ids, _ = padded_batch()
+    labels = torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        expected = model(ids, labels=labels).loss
+        assert torch.equal(model(ids, labels=labels.to(torch.int16)).loss, expected)
 
 
 # --------------------------------------------------------------------------- backends
@@ -473,13 +501,13 @@ def test_logits_to_keep():
             model(ids, logits_to_keep=2).logits, model(ids).logits[:, -2:], "float32", "last 2"
         )
     with pytest.raises(
-        ValueError, match="labels need the logits of every position; leave logits_to_keep=0"
+        InputError, match="^labels need the logits of every position; leave logits_to_keep=0$"
     ):
         model(ids, labels=ids, logits_to_keep=1)
 
 
 def test_inputs_embeds_equal_input_ids(caplog):
-    from gpt2_dual.pt.model import _warn_once
+    from gpt2_dual.heads import _warn_once
 
     model = model_of("sequence_classification")
     ids, _ = padded_batch()
@@ -487,7 +515,7 @@ def test_inputs_embeds_equal_input_ids(caplog):
     _warn_once.cache_clear()
     with torch.no_grad():
         expected = model(ids).logits
-        with caplog.at_level(logging.WARNING, logger="gpt2_dual.pt.model"):
+        with caplog.at_level(logging.WARNING, logger="gpt2_dual.heads"):
             got = model(inputs_embeds=model.transformer.wte(ids)).logits
     assert_close(got, expected, "float32", "inputs_embeds")
     assert "GPT2ForSequenceClassification cannot see padding in inputs_embeds" in caplog.text

@@ -240,8 +240,8 @@ def test_lora_trains_saves_reloads_and_equals_transformers(lm_folder, tmp_path):
     peft = pytest.importorskip("peft")
     from gpt2_dual.pt import peft_support
 
-    peft_support.register()
-    assert peft_support.is_registered()
+    assert peft_support.is_registered()  # importing peft did it (test_trainer_peft_pt.py)
+    peft_support.register()  # calling it anyway changes nothing
     from transformers.pytorch_utils import Conv1D
 
     base = gpt.GPT2LMHeadModel.from_pretrained(lm_folder)
@@ -332,8 +332,7 @@ def test_transformers_trainer_trains_two_steps(tmp_path):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[],
         use_cpu=True,
-        # Trainer saves a model that is not a transformers PreTrainedModel as model.state_dict();
-        # safetensors refuses the tied lm_head/wte pair in it, torch.save keeps it.
+        # torch.save's pytorch_model.bin (the default, safetensors: test_trainer_peft_pt.py)
         save_safetensors=False,
         gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True},
     )  # fmt: skip

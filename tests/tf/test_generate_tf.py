@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cases import assert_close
-from generation_ref import reference_checkpoint, reference_generate
+from generation_ref import reference_checkpoint, reference_generate, scores_equal
 
 tf = pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
@@ -84,12 +84,6 @@ def test_numbers_and_seed_are_inputs_not_compiled_in(ours):
     assert counts == {50: 1, 7: 1}
 
 
-def _scores_equal(a, b, what: str) -> None:
-    a, b = np.asarray(a), np.asarray(b)
-    np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b), err_msg=what)
-    assert_close(a[np.isfinite(a)], b[np.isfinite(b)], what=what)
-
-
 XLA_CASES = {
     "sample_all_processors": dict(
         do_sample=True, seed=7, temperature=1.3, top_k=20, top_p=0.9, typical_p=0.95,
@@ -113,7 +107,7 @@ def test_xla_equals_graph_mode(ours, reference, case):
     np.testing.assert_array_equal(xla.sequences, graph.sequences)
     assert len(xla.scores) == len(graph.scores) > 0
     for step, (a, b) in enumerate(zip(xla.scores, graph.scores, strict=True)):
-        _scores_equal(a, b, f"scores of step {step}")
+        scores_equal(a, b, f"scores of step {step}")
     if kwargs.get("num_beams", 1) > 1:
         np.testing.assert_array_equal(xla.beam_indices, graph.beam_indices)
         assert_close(xla.sequences_scores, graph.sequences_scores, what="sequences_scores")

@@ -17,7 +17,8 @@ from cases import BATCH, HEADS, SEQ, assert_close, tiny_config
 from frameworks import PT, has, random_state
 from frameworks_tf import TF
 from gpt2_dual._config_checks import ACTIVATIONS
-from gpt2_dual.heads import multiple_choice_features
+from gpt2_dual.errors import InputError, InvalidInputError
+from gpt2_dual.heads import FORMULAS, multiple_choice_features
 from gpt2_dual.outputs import OUTPUT_TYPES
 
 tf = pytest.importorskip("tensorflow")
@@ -179,8 +180,24 @@ def test_activation_matches_transformers(name):
 
 
 def test_unknown_activation_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"^unknown activation 'gelu2'; choose one of \['gelu', "):
+    with pytest.raises(InvalidInputError, match=r"^unknown activation 'gelu2'; choose one of \['gelu', "):
         layers.activation("gelu2")
+
+
+def test_every_formula_has_a_keras_op():
+    assert set(layers._OPS) == set(FORMULAS)
+
+
+@pytest.mark.parametrize("num_labels", [1, 3])
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", "uint8", "bool", "float32"])
+def test_loss_choice_is_the_input_check_s(num_labels, dtype):
+    """The loss follows the rule the shared input check applied (``heads.problem_type_for``)."""
+    from gpt2_dual._input_checks import problem_type
+    from gpt2_dual.tf.losses import problem_type_for
+
+    config = tiny_config(num_labels=num_labels)
+    labels = tf.zeros(2, dtype=dtype)
+    assert problem_type_for(num_labels, labels) == problem_type(config, np.dtype(dtype).kind)
 
 
 # --------------------------------------------------------------------------- parity with pt
@@ -435,18 +452,18 @@ def test_logits_to_keep():
     model = model_of("lm")
     ids = inputs_of("lm", model.config)["input_ids"]
     assert_close(model(ids, logits_to_keep=2).logits, np.asarray(model(ids).logits)[:, -2:], "float32", "last 2")
-    with pytest.raises(ValueError, match="^labels need the logits of every position; leave logits_to_keep=0$"):
+    with pytest.raises(InputError, match="^labels need the logits of every position; leave logits_to_keep=0$"):
         model(ids, labels=ids, logits_to_keep=1)
 
 
 def test_inputs_embeds_equal_input_ids(caplog):
-    from gpt2_dual.tf.model import _warn_once
+    from gpt2_dual.heads import _warn_once
 
     model = model_of("sequence_classification")
     ids = inputs_of("sequence_classification", model.config)["input_ids"][:, :5]  # no padding
     _warn_once.cache_clear()
     expected = model(ids).logits
-    with caplog.at_level(logging.WARNING, logger="gpt2_dual.tf.model"):
+    with caplog.at_level(logging.WARNING, logger="gpt2_dual.heads"):
         got = model(inputs_embeds=model.transformer.wte(ids)).logits
     assert_close(got, expected, "float32", "inputs_embeds")
     assert "GPT2ForSequenceClassification cannot see padding in inputs_embeds" in caplog.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,9 @@ def find_checkpoint(
             ``subfolder``, passed to ``gpt2_dual.hub.resolve.resolve_file``.
 
     Raises:
-        FileNotFoundError: none of the formats' files exists; the message lists them.
+        FileNotFoundError: none of the formats' files exists (the message lists them), or a
+            shard that an index names is missing (the message names the index and the shard).
+        MalformedFileError: an index is malformed or names a file outside its folder.
     """
     from gpt2_dual.hub.resolve import resolve_file
 
@@ -79,9 +82,7 @@ def find_checkpoint(
             continue
         if not name.endswith(".index.json"):
             return Checkpoint(fmt, (Path(path),))
-        shards = read_index(path)
-        files = tuple(Path(resolve_file(path_or_repo_id, s, **hub_kwargs)) for s in shards)
-        return Checkpoint(fmt, files)
+        return Checkpoint(fmt, resolve_shards(path_or_repo_id, path, **hub_kwargs))
     looked = ", ".join(name for _, name in names)
     raise FileNotFoundError(f"no weights found in {str(path_or_repo_id)!r}: looked for {looked}")
 
@@ -91,7 +92,8 @@ def read_index(path: str | os.PathLike) -> list[str]:
 
     Raises:
         MalformedFileError: (a ValueError) not a JSON object, no ``weight_map`` object of
-            tensor name -> file name, or a file name that leaves the folder; names the file.
+            tensor name -> file name, or a file name that leaves the index's folder (absolute,
+            a drive, a ``..`` part, a backslash); names the file and the entry.
     """
     weight_map = read_json_object(path).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
@@ -100,13 +102,44 @@ def read_index(path: str | os.PathLike) -> list[str]:
             f"found {json_type(weight_map)} {weight_map!r:.60}"
         )
     for key, name in weight_map.items():
-        parts = Path(name).parts if isinstance(name, str) else ()
-        if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        if not isinstance(name, str) or not name.strip("/."):
             raise MalformedFileError(
                 f"{path}: weight_map[{key!r:.60}] must be a shard file name in the same folder, "
-                f"found {name!r:.80}"
+                f"found {json_type(name)} {name!r:.80}"
+            )
+        if leaves_folder(name):
+            raise MalformedFileError(
+                f"{path}: weight_map[{key!r:.60}] names {name!r:.80}, outside the index's folder; "
+                "a shard must be a file in the same folder (no leading '/', drive, '..' or '\\')"
             )
     return sorted(set(weight_map.values()))
+
+
+def leaves_folder(name: str) -> bool:
+    """Whether a shard name could reach outside its index's folder, on any system."""
+    absolute = name.startswith("/") or re.match(r"[A-Za-z]:", name) is not None
+    return absolute or "\\" in name or ".." in name.split("/")
+
+
+def resolve_shards(
+    path_or_repo_id: str | os.PathLike, index: str | os.PathLike, **hub_kwargs: Any
+) -> tuple[Path, ...]:
+    """Local paths of the shards that ``index`` (a resolved ``*.index.json``) names.
+
+    Raises:
+        MalformedFileError: the index is malformed (``read_index``).
+        FileNotFoundError: a shard is missing; the class ``resolve_file`` raised, its message
+            followed by the index that names the shard.
+    """
+    from gpt2_dual.hub.resolve import resolve_file
+
+    files = []
+    for shard in read_index(index):
+        try:
+            files.append(Path(resolve_file(path_or_repo_id, shard, **hub_kwargs)))
+        except FileNotFoundError as err:
+            raise type(err)(f"{err} (named by {index})") from None
+    return tuple(files)
 
 
 class SafetensorsReader:

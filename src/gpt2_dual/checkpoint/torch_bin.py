@@ -37,13 +37,14 @@ def read_bin(files: Iterable[Path]) -> dict[str, Any]:
                 shard = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise pickle.UnpicklingError(
-                f"gpt2_dual refused to unpickle {path}: it holds more than tensors, and "
-                "weights_only=True allows tensors only. Convert it to safetensors in a trusted "
-                f"environment. torch said: {err}"
+                f"gpt2_dual refused to unpickle {path}: it holds more than tensors "
+                f"(torch: {_refusal(err)}), and torch.load(weights_only=True) reads only tensors "
+                "and plain containers; convert it to safetensors in a trusted environment"
             ) from err
         except Exception as err:  # empty, truncated, not a torch file at all
             raise MalformedFileError(
-                f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+                f"{path} is not a readable PyTorch checkpoint "
+                f"({type(err).__name__}: {_first_line(err)})"
             ) from None
         if not isinstance(shard, Mapping):
             raise TypeError(f"{path} holds a {type(shard).__name__}, not a dict of tensors")
@@ -54,3 +55,22 @@ def read_bin(files: Iterable[Path]) -> dict[str, Any]:
             )
         state.update(shard)
     return state
+
+
+#: Lines of torch's ``weights_only`` refusal that say how to load anyway, not what was refused.
+_ADVICE = ("(1)", "(2)", "Check the documentation", "Please file an issue")
+
+
+def _refusal(err: pickle.UnpicklingError) -> str:
+    """What torch's multi-line ``weights_only`` refusal says the file holds, in one line
+    (``Trying to load unsupported GLOBAL posix.system whose module posix is blocked``)."""
+    for line in str(err).splitlines()[1:]:
+        line = line.rpartition("WeightsUnpickler error:")[2].strip()
+        if line and not line.startswith(_ADVICE):
+            return line.split(". Please use")[0].rstrip(".")
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0].strip() if lines else "no message"

@@ -1,10 +1,13 @@
 """``gpt2-dual generate``: continue prompts with a GPT-2 checkpoint, streamed to the terminal.
 
-Prompts come from the command line, from standard input (``-``: one prompt per line), or from
-an ``--interactive`` loop. Each continuation is printed after its prompt as the tokens arrive
-(``TextStreamer``), or at the end with ``--no-stream``; both print the same text. Decoding is
-greedy unless ``--sample``. Errors a user can fix (no such model folder, an option out of range)
-print one line to stderr and exit with status 2 (``gpt2_dual.cli``).
+``gpt2-dual generate MODEL PROMPT``: the model comes first, as ``convert``, ``check`` and
+``inspect`` take it (``--model MODEL`` works too; then the one argument is the prompt), and
+options may stand anywhere. Prompts come from the command line, from standard input (``-``:
+one prompt per line), or from an ``--interactive`` loop. Each continuation is printed after its
+prompt as the tokens arrive (``TextStreamer``), or at the end with ``--no-stream``; both print
+the same text. Decoding is greedy unless ``--sample``. Errors a user can fix (no such model
+folder, an option out of range) print one line to stderr and exit with status 2
+(``gpt2_dual.cli``); naming the model twice or not at all is a usage error (status 2 too).
 
 The framework is imported only when the command runs.
 """
@@ -22,6 +25,11 @@ from gpt2_dual.generation.streamers import TextStreamer
 DEFAULT_MAX_NEW_TOKENS = 50
 #: How continuations are decoded, streamed or not (so both print the same text).
 _DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+#: The forms of the command; options may stand anywhere.
+USAGE = """%(prog)s MODEL PROMPT [options]
+       %(prog)s MODEL - [options] < prompts.txt     (one prompt per line)
+       %(prog)s MODEL --interactive [options]
+       %(prog)s --model MODEL PROMPT [options]"""
 
 
 def add_parser(sub: Any) -> None:
@@ -29,12 +37,19 @@ def add_parser(sub: Any) -> None:
     gen = sub.add_parser(
         "generate",
         help="continue a prompt with a GPT-2 checkpoint, streamed to the terminal",
-        description="Continue prompts with a GPT-2 checkpoint (greedy unless --sample).",
+        usage=USAGE,
+        description="Continue prompts with a GPT-2 checkpoint (greedy unless --sample), e.g. "
+        "gpt2-dual generate ./my-gpt2 --max-new-tokens 20 'Once upon a time'",
     )
+    gen.add_argument("model_arg", nargs="?", metavar="MODEL",
+                     help="checkpoint folder or Hub repo id")  # fmt: skip
     gen.add_argument(
-        "prompt", nargs="?", help="the prompt, or - to read prompts from stdin (one per line)"
+        "prompt", nargs="?", metavar="PROMPT",
+        help="the prompt, or - to read prompts from stdin (one per line)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--model", metavar="MODEL", help="the model as an option; then the argument is the prompt"
     )
-    gen.add_argument("--model", required=True, help="checkpoint folder or Hub repo id")
     gen.add_argument("--framework", choices=("pt", "tf"), help="default: pt if torch is installed")
     gen.add_argument(
         "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
@@ -64,7 +79,7 @@ def add_parser(sub: Any) -> None:
         "--interactive", action="store_true",
         help="read prompts from stdin in a loop; an empty line or EOF ends it",
     )  # fmt: skip
-    gen.set_defaults(run=run)
+    gen.set_defaults(run=run, usage_error=gen.error)
 
 
 class _Streamer(TextStreamer):
@@ -129,6 +144,21 @@ def _device(value: str | None) -> int | str | None:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
+def _model_and_prompt(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The model and the prompt, from ``MODEL [PROMPT]`` or ``--model MODEL [PROMPT]``; a usage
+    error (exit status 2) when the model is named twice or not at all."""
+    words = [w for w in (args.model_arg, args.prompt) if w is not None]
+    if args.model is None:
+        if not words:
+            args.usage_error("give the model: gpt2-dual generate MODEL PROMPT (a checkpoint "
+                             "folder or Hub repo id)")  # fmt: skip
+        return words[0], words[1] if len(words) > 1 else None
+    if len(words) > 1:
+        args.usage_error(f"the model is named twice, --model {args.model!r} and {words[0]!r}; "
+                         "name it once: gpt2-dual generate MODEL PROMPT")  # fmt: skip
+    return args.model, words[0] if words else None
+
+
 def _prompts(args: argparse.Namespace) -> Iterator[str]:
     """The prompts: the argument, stdin's lines, or an interactive loop."""
     if args.interactive:
@@ -150,8 +180,12 @@ def _prompts(args: argparse.Namespace) -> Iterator[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gpt2-dual generate``; user errors raise (``gpt2_dual.cli.main`` reports them)."""
+    args.model, args.prompt = _model_and_prompt(args)
     if args.prompt is None and not args.interactive:
-        raise ValueError("give a prompt, - to read prompts from stdin, or --interactive")
+        raise ValueError(
+            f"give a prompt after the model {args.model!r}, - to read prompts from stdin, or "
+            "--interactive"
+        )
     if args.prompt is not None and args.interactive:
         raise ValueError("--interactive reads the prompts from stdin; give no prompt")
     for name in ("max_new_tokens", "num_beams"):

@@ -18,6 +18,7 @@ Frameworks are imported only when a side of theirs runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 
 from gpt2_dual._io import release_memory
 from gpt2_dual.checkpoint import loading
+from gpt2_dual.checkpoint.names import canonical_shapes
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.heads import HEAD_SPECS
 
@@ -256,7 +258,7 @@ def run_side(framework: str, config: GPT2Config, head: str, view: Any) -> dict[s
         steps = min(GREEDY_STEPS, config.n_positions - len(prompt))
         result["greedy"] = greedy_tokens(framework, model, prompt, steps) if steps > 0 else ()
     del model
-    release_memory()
+    release_memory(4 * sum(math.prod(s) for s in canonical_shapes(config, head).values()))
     return result
 
 

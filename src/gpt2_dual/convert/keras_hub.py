@@ -32,12 +32,14 @@ import numpy as np
 
 from gpt2_dual._io import atomic_write, atomic_write_text, read_json_object
 from gpt2_dual.checkpoint import loading
+from gpt2_dual.checkpoint.hf import leaves_folder
 from gpt2_dual.checkpoint.names import canonical_shapes
 from gpt2_dual.checkpoint.names import keras_hub as names
 from gpt2_dual.checkpoint.safetensors_io import bfloat16, cast
 from gpt2_dual.config import GPT2Config
 from gpt2_dual.convert.formats import FormatError, Source
 from gpt2_dual.convert.keras_file import replace_when_done, writer_dtype
+from gpt2_dual.errors import MalformedFileError
 from gpt2_dual.heads import HEAD_SPECS
 from gpt2_dual.tokenizer.files import (
     CONFIG_NAME,
@@ -225,8 +227,15 @@ def _weight_files(folder: Path) -> list[Path]:
         return [single]
     weight_map = read_json_object(index).get("weight_map", {})
     files = set()
-    for value in weight_map.values():
-        files.update([value] if isinstance(value, str) else value)
+    for key, value in weight_map.items():
+        shards = [value] if isinstance(value, str) else value
+        bad = next((n for n in shards if not isinstance(n, str) or leaves_folder(n)), None)
+        if bad is not None:
+            raise MalformedFileError(
+                f"{index}: weight_map[{key!r:.60}] names {bad!r:.80}, not a file in the "
+                "index's folder (no leading '/', drive, '..' or '\\')"
+            )
+        files.update(shards)
     return [folder / f for f in sorted(files)]
 
 

@@ -3,7 +3,8 @@
 Importing this package imports torch. The six models share ``GPT2PreTrainedModel``
 (``from_pretrained``, ``save_pretrained``, ``init_weights``, ``tie_weights``, gradient
 checkpointing, ``set_attn_implementation``) and always return the typed outputs of
-``gpt2_dual.outputs``.
+``gpt2_dual.outputs``. peft's tuners take them as they take transformers' GPT-2, with nothing
+to call (``peft_support``: arranged here, importing neither peft nor transformers).
 
 Example:
     >>> import torch
@@ -28,6 +29,7 @@ from gpt2_dual.pt.heads import (
     GPT2LMHeadModel,
 )
 from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel
+from gpt2_dual.pt.peft_support import register_on_import
 
 __all__ = [
     "ATTN_IMPLEMENTATIONS",
@@ -43,6 +45,8 @@ __all__ = [
     "StaticCache",
     "build",
 ]
+
+register_on_import()  # peft sees our Conv1D as transformers' (see peft_support.py)
 
 #: Model class by head name (keys of ``gpt2_dual.heads.HEAD_SPECS``).
 MODEL_CLASSES: dict[str, type[GPT2PreTrainedModel]] = {

@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.heads import token_classifier_dropout
+from gpt2_dual.heads import (
+    check_logits_to_keep,
+    check_sequence_batch,
+    pool_sequence,
+    token_classifier_dropout,
+)
 from gpt2_dual.outputs import (
     CausalLMOutput,
     DoubleHeadsModelOutput,
@@ -25,8 +30,8 @@ from gpt2_dual.outputs import (
 from gpt2_dual.pt import losses
 from gpt2_dual.pt.generate import GenerationMixin
 from gpt2_dual.pt.linear import Linear
-from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel, _warn_once
-from gpt2_dual.pt.summary import SequenceSummary, gather_tokens, last_non_pad_token
+from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel
+from gpt2_dual.pt.summary import OPS, SequenceSummary
 
 __all__ = [
     "GPT2DoubleHeadsModel",
@@ -82,9 +87,11 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
 
         Returns:
             ``CausalLMOutput``: ``logits`` ``(B, T, V)``, ``loss`` with labels, the cache.
+
+        Raises:
+            InputError: ``labels`` with ``logits_to_keep``.
         """
-        if labels is not None and logits_to_keep:
-            raise ValueError("labels need the logits of every position; leave logits_to_keep=0")
+        check_logits_to_keep(labels is not None, logits_to_keep)
         out = self.transformer(
             input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
             token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
@@ -276,28 +283,21 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
             ``SequenceClassifierOutput``: ``logits`` ``(B, L)``, ``loss`` with labels, the cache.
 
         Raises:
-            ValueError: batch larger than 1 without ``config.pad_token_id``.
+            InputError: batch larger than 1 without ``config.pad_token_id``.
         """
         pad = self.config.pad_token_id
         given = input_ids if input_ids is not None else inputs_embeds
-        if pad is None and given is not None and given.shape[0] != 1:
-            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
+        if given is not None:  # else the backbone names the missing input
+            check_sequence_batch(
+                pad, given.shape[0], has_input_ids=input_ids is not None, owner=type(self).__name__
+            )
         out = self.transformer(
             input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
             token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
             use_cache=use_cache, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )  # fmt: skip
-        hidden = out.last_hidden_state  # (B, T, C)
-        if pad is not None and input_ids is not None:
-            pooled = gather_tokens(hidden, last_non_pad_token(input_ids, pad))
-        else:
-            if pad is not None:
-                _warn_once(
-                    f"{type(self).__name__} cannot see padding in inputs_embeds; it classifies "
-                    "the last position of each row"
-                )
-            pooled = hidden[:, -1]
+        pooled = pool_sequence(OPS, out.last_hidden_state, input_ids, pad)  # (B, C)
         logits = self.score(pooled)
         loss = None
         if labels is not None:

@@ -2,11 +2,11 @@
 
 Shapes: B batch, T tokens, C ``n_embd``, I ``inner_dim`` (``n_inner`` or 4C).
 
-Every name of ``gpt2_dual._config_checks.ACTIVATIONS`` maps to the same function as
-transformers' ``ACT2FN``. The tanh-approximated GELUs (``gelu_new``, GPT-2's own, and
-``gelu_fast``, ``gelu_accurate``, ``gelu_python_tanh``, ``gelu_pytorch_tanh``) all run PyTorch's
-fused ``gelu(approximate="tanh")``: one kernel instead of transformers' eight elementwise ops,
-equal to its formula within float32 rounding.
+Every activation name maps to the formula ``gpt2_dual.heads.ACTIVATION_FORMULAS`` gives it
+(transformers' ``ACT2FN``); ``_OPS`` holds PyTorch's op for each formula. The tanh-approximated
+GELU (``gelu_new``, GPT-2's own, and ``gelu_fast``, ``gelu_accurate``, ``gelu_python_tanh``,
+``gelu_pytorch_tanh``) runs PyTorch's fused ``gelu(approximate="tanh")``: one kernel instead of
+transformers' eight elementwise ops, equal to its formula within float32 rounding.
 """
 
 from __future__ import annotations
@@ -19,48 +19,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpt2_dual.heads import (
+    ACTIVATION_FORMULAS,
+    GELU_10_CLIP,
+    LAPLACE_MU,
+    LAPLACE_SIGMA,
+    LEAKY_RELU_SLOPE,
+    QUICK_GELU_SCALE,
+    activation_formula,
+)
 from gpt2_dual.pt.attention import Attention, AttentionMask
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
 from gpt2_dual.pt.linear import Conv1D
 
 __all__ = ["ACTIVATIONS", "MLP", "Block", "activation"]
 
-_gelu_tanh = partial(F.gelu, approximate="tanh")
+Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _gelu_10(x: torch.Tensor) -> torch.Tensor:
-    return torch.clip(F.gelu(x), -10.0, 10.0)
+    return torch.clip(F.gelu(x), -GELU_10_CLIP, GELU_10_CLIP)
 
 
-def _laplace(x: torch.Tensor, mu: float = 0.707107, sigma: float = 0.282095) -> torch.Tensor:
-    return 0.5 * (1.0 + torch.erf((x - mu).div(sigma * math.sqrt(2.0))))
+def _laplace(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf((x - LAPLACE_MU).div(LAPLACE_SIGMA * math.sqrt(2.0))))
 
 
 def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(1.702 * x)
+    return x * torch.sigmoid(QUICK_GELU_SCALE * x)
 
 
 def _relu2(x: torch.Tensor) -> torch.Tensor:
     return torch.square(F.relu(x))
 
 
-def _linear(x: torch.Tensor) -> torch.Tensor:
+def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-#: Activation function by config name (transformers' ACT2FN names, parameter-free ones).
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+#: PyTorch's op for each formula of ``gpt2_dual.heads.FORMULAS``.
+_OPS: dict[str, Activation] = {
     "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
     "gelu_10": _gelu_10,
-    "gelu_accurate": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
-    "gelu_new": _gelu_tanh,
-    "gelu_python": F.gelu,
-    "gelu_python_tanh": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
     "laplace": _laplace,
-    "leaky_relu": F.leaky_relu,
-    "linear": _linear,
+    "leaky_relu": partial(F.leaky_relu, negative_slope=LEAKY_RELU_SLOPE),
+    "identity": _identity,
     "mish": F.mish,
     "quick_gelu": _quick_gelu,
     "relu": F.relu,
@@ -68,20 +72,22 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu6": F.relu6,
     "sigmoid": torch.sigmoid,
     "silu": F.silu,
-    "swish": F.silu,
     "tanh": torch.tanh,
 }
 
+#: Activation function by config name (transformers' ACT2FN names, parameter-free ones).
+ACTIVATIONS: dict[str, Activation] = {
+    name: _OPS[formula] for name, formula in ACTIVATION_FORMULAS.items()
+}
 
-def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+
+def activation(name: str) -> Activation:
     """The activation function called ``name``.
 
     Raises:
-        ValueError: unknown name; the message lists the known ones.
+        InvalidInputError: unknown name (a ``ValueError``); the message lists the known ones.
     """
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return _OPS[activation_formula(name)]
 
 
 class MLP(nn.Module):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gpt2_dual import heads
+
 __all__ = [
     "IGNORE_INDEX",
     "causal_lm_loss",
@@ -44,13 +46,15 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def problem_type_for(num_labels: int, labels: torch.Tensor) -> str:
-    """transformers' rule when ``config.problem_type`` is None: one label -> regression; integer
-    labels -> single-label classification; else multi-label classification."""
-    if num_labels == 1:
-        return "regression"
-    if labels.dtype in (torch.long, torch.int):
-        return "single_label_classification"
-    return "multi_label_classification"
+    """transformers' rule when ``config.problem_type`` is None (``gpt2_dual.heads
+    .problem_type_for``): one label -> regression; signed integer labels -> single-label
+    classification; else multi-label classification."""
+    return heads.problem_type_for(num_labels, _signed_integer(labels))
+
+
+def _signed_integer(labels: torch.Tensor) -> bool:
+    dtype = labels.dtype
+    return dtype.is_signed and not (dtype.is_floating_point or dtype.is_complex)
 
 
 def sequence_classification_loss(
@@ -71,14 +75,14 @@ def sequence_classification_loss(
     """
     num_labels = logits.shape[-1]
     labels = labels.to(logits.device)
-    problem_type = problem_type or problem_type_for(num_labels, labels)
+    problem_type = heads.problem_type_for(num_labels, _signed_integer(labels), problem_type)
     logits = logits.float()
     if problem_type == "regression":
         if num_labels == 1:
             return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
         return F.mse_loss(logits, labels.to(logits.dtype))
     if problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1).long())
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 

@@ -26,6 +26,7 @@ from gpt2_dual.outputs import BaseModelOutput
 from gpt2_dual.pt import weights as _weights
 from gpt2_dual.pt.attention import Attention, AttentionMask, causal_mask, check_backend
 from gpt2_dual.pt.cache import DynamicCache, StaticCache, as_cache
+from gpt2_dual.pt.embeddings import EmbeddingsMixin, separate_tied_head
 from gpt2_dual.pt.inputs import as_tensors, check_head_inputs, check_inputs, fold, positions, unfold
 from gpt2_dual.pt.layers import MLP, Block
 from gpt2_dual.pt.linear import Conv1D
@@ -51,8 +52,9 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
-class GPT2PreTrainedModel(TrainingMixin, nn.Module, PushToHubMixin):
-    """What every gpt2_dual.pt model shares: config, initialization, tying, loading, backends.
+class GPT2PreTrainedModel(TrainingMixin, EmbeddingsMixin, nn.Module, PushToHubMixin):
+    """What every gpt2_dual.pt model shares: config, initialization, loading, backends; the
+    embeddings (``embeddings.py``: tying, resizing) and training habits (``training.py``).
 
     Args:
         config: the model's config; sizes are locked once the model is built.
@@ -78,6 +80,7 @@ class GPT2PreTrainedModel(TrainingMixin, nn.Module, PushToHubMixin):
             raise TypeError(f"config must be a gpt2_dual GPT2Config, got {type(config).__name__}")
         self.config = config
         self.attn_implementation = check_backend(attn_implementation)
+        self.register_state_dict_post_hook(separate_tied_head)  # see embeddings.py
 
     def _finish_init(self, *modules: nn.Module) -> None:
         """End of a subclass ``__init__``: lock sizes, initialize ``modules``, tie."""
@@ -147,51 +150,6 @@ class GPT2PreTrainedModel(TrainingMixin, nn.Module, PushToHubMixin):
         with torch.no_grad():
             self.apply(self._init_module)
         self.tie_weights()
-
-    def tie_weights(self) -> None:
-        """Share ``lm_head.weight`` with ``wte.weight`` when ``config.tie_word_embeddings``."""
-        if self.config.tie_word_embeddings and hasattr(self, "lm_head"):
-            self.lm_head.weight = self.transformer.wte.weight
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """The token embedding ``wte``."""
-        return self._backbone().wte
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        """Replace ``wte`` (shape ``(vocab_size, n_embd)``); a tied ``lm_head`` follows it.
-
-        Raises:
-            ValueError: ``value`` is not an ``nn.Embedding`` of ``n_embd`` columns.
-        """
-        n_embd = self.config.n_embd
-        if not isinstance(value, nn.Embedding) or value.embedding_dim != n_embd:
-            shape = tuple(value.weight.shape) if hasattr(value, "weight") else ""
-            raise ValueError(
-                f"set_input_embeddings needs an nn.Embedding with embedding_dim={n_embd}, got "
-                f"{type(value).__name__}{shape}"
-            )
-        self._backbone().wte = value
-        self.tie_weights()
-
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """Number of parameters (shared ones, like a tied ``lm_head``, counted once).
-
-        Args:
-            only_trainable: count only those with ``requires_grad``.
-            exclude_embeddings: leave out the ``nn.Embedding`` weights (``wte``, ``wpe``), as
-                transformers does.
-        """
-        skip = set()
-        if exclude_embeddings:
-            skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
-        return sum(
-            p.numel() for p in self.parameters()
-            if id(p) not in skip and (p.requires_grad or not only_trainable)
-        )  # fmt: skip
-
-    def get_output_embeddings(self) -> nn.Linear | None:
-        """The ``lm_head`` of the LM heads, else None."""
-        return getattr(self, "lm_head", None)
 
     @property
     def device(self) -> torch.device:

@@ -57,9 +57,7 @@ def find_weights(path_or_repo_id: Any, use_safetensors: bool | None, hub: dict) 
             continue
         if name == hf.BIN_WEIGHTS:
             return hf.Checkpoint("bin", (Path(path),))
-        shards = hf.read_index(path)
-        files = tuple(Path(resolve_file(path_or_repo_id, s, **hub)) for s in shards)
-        return hf.Checkpoint("bin", files)
+        return hf.Checkpoint("bin", hf.resolve_shards(path_or_repo_id, path, **hub))
     raise FileNotFoundError(
         f"no weights found in {str(path_or_repo_id)!r} with use_safetensors=False: looked for "
         f"{hf.BIN_WEIGHTS}, {hf.BIN_INDEX}"

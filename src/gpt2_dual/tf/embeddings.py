@@ -1,5 +1,6 @@
-"""Token embeddings of the Keras models: ``set_input_embeddings``, ``resize_token_embeddings``
-and ``num_parameters``, with transformers' (PyTorch) semantics.
+"""Token embeddings of the Keras models: ``get_input_embeddings``, ``set_input_embeddings``,
+``get_output_embeddings``, ``resize_token_embeddings`` and ``num_parameters``, with
+transformers' (PyTorch) semantics.
 
 Shapes: V vocabulary rows, C ``n_embd``. ``wte.embeddings`` is ``(V, C)``; an untied
 ``lm_head`` kernel is ``(C, V)`` (Keras ``Dense``); a tied ``lm_head`` has no weight (the logits
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import numbers
 from typing import Any
 
 import keras
@@ -75,6 +77,12 @@ def _resized(old: np.ndarray, rows: int, **init: Any) -> np.ndarray:
     return np.concatenate([old, added_rows(old, rows - len(old), **init).astype(old.dtype)])
 
 
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _build_like(old: keras.layers.Layer, new: keras.layers.Layer, input_shape: Any) -> None:
     """Build ``new`` under the name scope ``old`` was built in, so its variable paths read the
     same (``transformer/wte/embeddings``)."""
@@ -100,6 +108,10 @@ def _swap_layer(owner: keras.layers.Layer, name: str, new: keras.layers.Layer) -
 class EmbeddingsMixin:
     """Mixed into ``GPT2PreTrainedModel``; see the module docstring."""
 
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        """The token embedding ``wte``."""
+        return self._backbone().wte
+
     def set_input_embeddings(self, value: keras.layers.Embedding) -> None:
         """Replace ``wte`` (``(vocab_size, n_embd)``, built here if it is not); a tied
         ``lm_head`` follows it. The config is not changed (as in transformers): use
@@ -121,6 +133,13 @@ class EmbeddingsMixin:
             _build_like(self.get_input_embeddings(), value, None)
         _swap_layer(self._backbone(), "wte", value)
         self._forget_traces()
+
+    def get_output_embeddings(self) -> keras.layers.Layer | None:
+        """The layer whose weight maps hidden states to vocabulary logits: ``lm_head``, or
+        ``wte`` when tied; None for heads without a language-modelling head."""
+        if not hasattr(self, "lm_head"):
+            return None
+        return self.lm_head if self.lm_head is not None else self._backbone().wte
 
     def resize_token_embeddings(
         self,
@@ -154,18 +173,15 @@ class EmbeddingsMixin:
         """
         check_float(self, "resize_token_embeddings", hint="resize the float model, then quantize()")
         wte = self.get_input_embeddings()
-        for name, value in (("new_num_tokens", new_num_tokens),
-                            ("pad_to_multiple_of", pad_to_multiple_of)):  # fmt: skip
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
-            ):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if new_num_tokens is not None:
+            new_num_tokens = _positive("new_num_tokens", new_num_tokens)
         if pad_to_multiple_of is not None:
-            rows = wte.input_dim if new_num_tokens is None else int(new_num_tokens)
-            new_num_tokens = math.ceil(rows / pad_to_multiple_of) * pad_to_multiple_of
-        if new_num_tokens is None or int(new_num_tokens) == wte.input_dim:
+            multiple = _positive("pad_to_multiple_of", pad_to_multiple_of)
+            rows = wte.input_dim if new_num_tokens is None else new_num_tokens
+            new_num_tokens = -(-rows // multiple) * multiple
+        if new_num_tokens is None or new_num_tokens == wte.input_dim:
             return wte
-        rows = int(new_num_tokens)
+        rows = new_num_tokens
         if mean_resizing and rows > wte.input_dim:
             _log_mean_resizing()
         init = dict(mean_resizing=mean_resizing, initializer_range=self.config.initializer_range)

@@ -19,15 +19,21 @@ import tensorflow as tf
 from keras import ops
 
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.heads import HEAD_SPECS, token_classifier_dropout
+from gpt2_dual.heads import (
+    HEAD_SPECS,
+    check_logits_to_keep,
+    check_sequence_batch,
+    pool_sequence,
+    token_classifier_dropout,
+)
 from gpt2_dual.tf import losses
 from gpt2_dual.tf.attention import dense
 from gpt2_dual.tf.generate import GenerationMixin
-from gpt2_dual.tf.inputs import InputError, as_tensor
+from gpt2_dual.tf.inputs import as_tensor
 from gpt2_dual.tf.int8 import tied_logits
-from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel, _warn_once
+from gpt2_dual.tf.model import GPT2Model, GPT2PreTrainedModel
 from gpt2_dual.tf.outputs import ModelOutputDict, make_output
-from gpt2_dual.tf.summary import SequenceSummary, gather_tokens, last_non_pad_token
+from gpt2_dual.tf.summary import OPS, SequenceSummary
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +134,11 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
 
         Returns:
             ``CausalLMOutput`` fields: ``logits`` ``(B, T, V)``, ``loss`` with labels, the cache.
+
+        Raises:
+            InputError: ``labels`` with ``logits_to_keep``.
         """
-        if labels is not None and logits_to_keep:
-            raise InputError("labels need the logits of every position; leave logits_to_keep=0")
+        check_logits_to_keep(labels is not None, logits_to_keep)
         out = self.transformer(
             input_ids=input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
             token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
@@ -339,29 +347,22 @@ class GPT2ForSequenceClassification(_HeadModel):
             cache.
 
         Raises:
-            ValueError: batch larger than 1 without ``config.pad_token_id``.
+            InputError: batch larger than 1 without ``config.pad_token_id``.
         """
         pad = self.config.pad_token_id
         input_ids = as_tensor(input_ids)  # checked and cast to int32 by the backbone
-        batch = (input_ids if input_ids is not None else as_tensor(inputs_embeds)).shape[0]
-        if pad is None and batch != 1:  # None (unknown while tracing) is refused too
-            raise InputError("Cannot handle batch sizes > 1 if no padding token is defined.")
+        given = input_ids if input_ids is not None else as_tensor(inputs_embeds)
+        if given is not None:  # else the backbone names the missing input
+            check_sequence_batch(  # a batch unknown while tracing (None) is refused too
+                pad, given.shape[0], has_input_ids=input_ids is not None, owner=type(self).__name__
+            )
         out = self.transformer(
             input_ids=input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
             token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
             use_cache=use_cache, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, training=training,
         )  # fmt: skip
-        hidden = out.last_hidden_state  # (B, T, C)
-        if pad is not None and input_ids is not None:
-            pooled = gather_tokens(hidden, last_non_pad_token(input_ids, pad))
-        else:
-            if pad is not None:
-                _warn_once(
-                    f"{type(self).__name__} cannot see padding in inputs_embeds; it classifies "
-                    "the last position of each row"
-                )
-            pooled = hidden[:, -1]
+        pooled = pool_sequence(OPS, out.last_hidden_state, input_ids, pad)  # (B, C)
         logits = self.score(pooled)
         loss = None
         if labels is not None:

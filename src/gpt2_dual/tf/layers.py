@@ -2,11 +2,12 @@
 
 Shapes: B batch, T tokens, C ``n_embd``, I ``inner_dim`` (``n_inner`` or 4C).
 
-Every name of ``gpt2_dual._config_checks.ACTIVATIONS`` maps to the same function as
-transformers' ``ACT2FN``. The tanh-approximated GELUs (``gelu_new``, GPT-2's own, and
-``gelu_fast``, ``gelu_accurate``, ``gelu_python_tanh``, ``gelu_pytorch_tanh``) all run
-``gelu(approximate=True)``, transformers' ``gelu_new`` formula, equal to the others within
-float32 rounding. ``leaky_relu`` uses PyTorch's slope 0.01 (Keras' default is 0.2).
+Every activation name maps to the formula ``gpt2_dual.heads.ACTIVATION_FORMULAS`` gives it
+(transformers' ``ACT2FN``); ``_OPS`` holds Keras' op for each formula. The tanh-approximated
+GELU (``gelu_new``, GPT-2's own, and ``gelu_fast``, ``gelu_accurate``, ``gelu_python_tanh``,
+``gelu_pytorch_tanh``) runs ``gelu(approximate=True)``, transformers' ``gelu_new`` formula, equal
+to the others within float32 rounding. ``leaky_relu`` uses PyTorch's slope 0.01 (Keras' default
+is 0.2).
 
 Layers take explicit sizes, so ``get_config`` lists a few scalars. LayerNorms get the config's
 ``layer_norm_epsilon`` explicitly (Keras' default is 1e-3).
@@ -22,10 +23,21 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from gpt2_dual.heads import (
+    ACTIVATION_FORMULAS,
+    GELU_10_CLIP,
+    LAPLACE_MU,
+    LAPLACE_SIGMA,
+    LEAKY_RELU_SLOPE,
+    QUICK_GELU_SCALE,
+    activation_formula,
+)
 from gpt2_dual.tf.attention import Attention, AttentionMask, dense
 from gpt2_dual.tf.cache import DynamicCache, StaticCache
 
 __all__ = ["ACTIVATIONS", "MLP", "Block", "activation"]
+
+Activation = Callable[[tf.Tensor], tf.Tensor]
 
 
 def _gelu(x: tf.Tensor) -> tf.Tensor:
@@ -37,15 +49,15 @@ def _gelu_tanh(x: tf.Tensor) -> tf.Tensor:
 
 
 def _gelu_10(x: tf.Tensor) -> tf.Tensor:
-    return ops.clip(_gelu(x), -10.0, 10.0)
+    return ops.clip(_gelu(x), -GELU_10_CLIP, GELU_10_CLIP)
 
 
-def _laplace(x: tf.Tensor, mu: float = 0.707107, sigma: float = 0.282095) -> tf.Tensor:
-    return 0.5 * (1.0 + ops.erf((x - mu) / (sigma * math.sqrt(2.0))))
+def _laplace(x: tf.Tensor) -> tf.Tensor:
+    return 0.5 * (1.0 + ops.erf((x - LAPLACE_MU) / (LAPLACE_SIGMA * math.sqrt(2.0))))
 
 
 def _leaky_relu(x: tf.Tensor) -> tf.Tensor:
-    return ops.leaky_relu(x, negative_slope=0.01)
+    return ops.leaky_relu(x, negative_slope=LEAKY_RELU_SLOPE)
 
 
 def _mish(x: tf.Tensor) -> tf.Tensor:
@@ -53,30 +65,25 @@ def _mish(x: tf.Tensor) -> tf.Tensor:
 
 
 def _quick_gelu(x: tf.Tensor) -> tf.Tensor:
-    return x * ops.sigmoid(1.702 * x)
+    return x * ops.sigmoid(QUICK_GELU_SCALE * x)
 
 
 def _relu2(x: tf.Tensor) -> tf.Tensor:
     return ops.square(ops.relu(x))
 
 
-def _linear(x: tf.Tensor) -> tf.Tensor:
+def _identity(x: tf.Tensor) -> tf.Tensor:
     return x
 
 
-#: Activation function by config name (transformers' ACT2FN names, parameter-free ones).
-ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+#: Keras' op for each formula of ``gpt2_dual.heads.FORMULAS``.
+_OPS: dict[str, Activation] = {
     "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
     "gelu_10": _gelu_10,
-    "gelu_accurate": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
-    "gelu_new": _gelu_tanh,
-    "gelu_python": _gelu,
-    "gelu_python_tanh": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
     "laplace": _laplace,
     "leaky_relu": _leaky_relu,
-    "linear": _linear,
+    "identity": _identity,
     "mish": _mish,
     "quick_gelu": _quick_gelu,
     "relu": ops.relu,
@@ -84,20 +91,22 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "relu6": ops.relu6,
     "sigmoid": ops.sigmoid,
     "silu": ops.silu,
-    "swish": ops.silu,
     "tanh": ops.tanh,
 }
 
+#: Activation function by config name (transformers' ACT2FN names, parameter-free ones).
+ACTIVATIONS: dict[str, Activation] = {
+    name: _OPS[formula] for name, formula in ACTIVATION_FORMULAS.items()
+}
 
-def activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+
+def activation(name: str) -> Activation:
     """The activation function called ``name``.
 
     Raises:
-        ValueError: unknown name; the message lists the known ones.
+        InvalidInputError: unknown name (a ``ValueError``); the message lists the known ones.
     """
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return _OPS[activation_formula(name)]
 
 
 @keras.saving.register_keras_serializable(package="gpt2_dual")

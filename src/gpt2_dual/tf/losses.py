@@ -10,6 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import ops
 
+from gpt2_dual import heads
+
 __all__ = [
     "IGNORE_INDEX",
     "causal_lm_loss",
@@ -59,13 +61,14 @@ def causal_lm_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 
 
 def problem_type_for(num_labels: int, labels: tf.Tensor) -> str:
-    """transformers' rule when ``config.problem_type`` is None: one label -> regression; integer
-    labels -> single-label classification; else multi-label classification."""
-    if num_labels == 1:
-        return "regression"
-    if labels.dtype.is_integer:
-        return "single_label_classification"
-    return "multi_label_classification"
+    """transformers' rule when ``config.problem_type`` is None (``gpt2_dual.heads
+    .problem_type_for``): one label -> regression; signed integer labels -> single-label
+    classification; else multi-label classification."""
+    return heads.problem_type_for(num_labels, _signed_integer(labels))
+
+
+def _signed_integer(labels: tf.Tensor) -> bool:
+    return labels.dtype.is_integer and not labels.dtype.is_unsigned
 
 
 def sequence_classification_loss(
@@ -85,7 +88,7 @@ def sequence_classification_loss(
         The mean loss.
     """
     num_labels = logits.shape[-1]
-    problem_type = problem_type or problem_type_for(num_labels, labels)
+    problem_type = heads.problem_type_for(num_labels, _signed_integer(labels), problem_type)
     logits = ops.cast(logits, "float32")
     if problem_type == "regression":
         labels = ops.cast(labels, "float32")

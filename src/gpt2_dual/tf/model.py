@@ -20,7 +20,6 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from functools import cache
 from typing import Any, ClassVar
 
 import keras
@@ -64,15 +63,11 @@ Args:
 """
 
 
-@cache
-def _warn_once(message: str) -> None:
-    logger.warning(message)
-
-
 class GPT2PreTrainedModel(
     KerasTrainingMixin, EmbeddingsMixin, QuantizeMixin, keras.Model, PushToHubMixin
 ):
-    """What every gpt2_dual.tf model shares: config, building, loading, Keras conventions.
+    """What every gpt2_dual.tf model shares: config, building, loading, Keras conventions; the
+    embeddings (``embeddings.py``: resizing) and Keras training (``training.py``).
 
     Weights exist as soon as the model is constructed (``model.transformer.h[0].attn.c_attn
     .kernel``), initialized as transformers does: normal(0, ``initializer_range``) kernels and
@@ -160,17 +155,6 @@ class GPT2PreTrainedModel(
     @api_of(_weights.save_pretrained)
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
         return _weights.save_pretrained(self, save_directory, **kwargs)
-
-    def get_input_embeddings(self) -> keras.layers.Embedding:
-        """The token embedding ``wte``."""
-        return self._backbone().wte
-
-    def get_output_embeddings(self) -> keras.layers.Layer | None:
-        """The layer whose weight maps hidden states to vocabulary logits: ``lm_head``, or
-        ``wte`` when tied; None for heads without a language-modelling head."""
-        if not hasattr(self, "lm_head"):
-            return None
-        return self.lm_head if self.lm_head is not None else self._backbone().wte
 
     def _backbone(self) -> GPT2Model:
         return self if isinstance(self, GPT2Model) else self.transformer

@@ -112,15 +112,7 @@ def forward(
 def generate(
     model: keras.Model, input_ids: np.ndarray, attention_mask: np.ndarray, **kwargs: Any
 ) -> np.ndarray:
-    """``model.generate`` on a numpy prompt; the ``(R, T + n)`` ids as int64 numpy.
-
-    Raises:
-        NotImplementedError: this version of the Keras model has no ``generate``.
-    """
-    if not hasattr(model, "generate"):
-        raise NotImplementedError(
-            f"gpt2_dual.tf.{type(model).__name__} has no generate() yet; use framework='pt'"
-        )
+    """``model.generate`` on a numpy prompt; the ``(R, T + n)`` ids as int64 numpy."""
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     out = getattr(out, "sequences", out)
     return np.asarray(out).astype(np.int64)

@@ -1,6 +1,9 @@
 """Pooling of the head models: one token per sequence, and the multiple-choice summary.
 
 Shapes: B batch, N choices, T tokens, C ``n_embd``, F summary features.
+
+The rules are ``gpt2_dual.heads``' (``last_non_pad_index``, ``pool_sequence``,
+``summarize_tokens``); ``OPS`` gives them Keras' operations.
 """
 
 from __future__ import annotations
@@ -12,26 +15,11 @@ import tensorflow as tf
 from keras import ops
 
 from gpt2_dual.config import GPT2Config
-from gpt2_dual.heads import multiple_choice_features
+from gpt2_dual.heads import last_non_pad_index, multiple_choice_features, summarize_tokens
 from gpt2_dual.tf.attention import dense
 from gpt2_dual.tf.layers import activation
 
-__all__ = ["SequenceSummary", "gather_tokens", "last_non_pad_token"]
-
-
-def last_non_pad_token(input_ids: tf.Tensor, pad_token_id: int) -> tf.Tensor:
-    """Index of the right-most token that is not ``pad_token_id`` in each row (0 if none).
-
-    Args:
-        input_ids: ``(B, T)``.
-        pad_token_id: the padding id.
-
-    Returns:
-        ``(B,)`` int32 indices; right, left and no padding all give the last real token.
-    """
-    T = ops.shape(input_ids)[-1]
-    index = ops.arange(T, dtype="int32")
-    return ops.cast(ops.argmax(index * ops.cast(input_ids != pad_token_id, "int32"), -1), "int32")
+__all__ = ["OPS", "SequenceSummary", "gather_tokens", "last_non_pad_token"]
 
 
 def gather_tokens(hidden: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
@@ -48,15 +36,58 @@ def gather_tokens(hidden: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     return ops.squeeze(ops.take_along_axis(hidden, index, axis=-2), -2)
 
 
+class _KerasOps:
+    """``gpt2_dual.heads.ArrayOps`` in Keras (shapes may be unknown while tracing)."""
+
+    @staticmethod
+    def positions(input_ids: tf.Tensor) -> tf.Tensor:
+        return ops.arange(ops.shape(input_ids)[-1], dtype="int32")
+
+    @staticmethod
+    def not_equal(input_ids: tf.Tensor, value: int) -> tf.Tensor:
+        return ops.cast(input_ids != value, "int32")
+
+    @staticmethod
+    def argmax(values: tf.Tensor) -> tf.Tensor:
+        return ops.cast(ops.argmax(values, -1), "int32")
+
+    @staticmethod
+    def mean_tokens(hidden: tf.Tensor) -> tf.Tensor:
+        return ops.mean(hidden, axis=-2)
+
+    @staticmethod
+    def last_positions(hidden: tf.Tensor) -> tf.Tensor:
+        shape = ops.shape(hidden)
+        return ops.full(shape[:-2], shape[-2] - 1, dtype="int32")
+
+    gather_tokens = staticmethod(gather_tokens)
+
+
+#: The pooling rules' operations (``gpt2_dual.heads.ArrayOps``) on TensorFlow tensors.
+OPS = _KerasOps()
+
+
+def last_non_pad_token(input_ids: tf.Tensor, pad_token_id: int) -> tf.Tensor:
+    """Index of the right-most token that is not ``pad_token_id`` in each row (0 if none).
+
+    Args:
+        input_ids: ``(B, T)``.
+        pad_token_id: the padding id.
+
+    Returns:
+        ``(B,)`` int32 indices; right, left and no padding all give the last real token.
+    """
+    return last_non_pad_index(OPS, input_ids, pad_token_id)
+
+
 @keras.saving.register_keras_serializable(package="gpt2_dual")
 class SequenceSummary(keras.layers.Layer):
     """The multiple-choice head: pool each sequence (``summary_type``), dropout, project
     (``summary``, when ``summary_use_proj``), activation, dropout.
 
-    Pooling runs over the token axis: ``"cls_index"`` takes the token at ``cls_index``
-    (default: the last), ``"last"``/``"first"`` the last/first token, ``"mean"`` their mean.
-    transformers pools ``"last"``/``"first"``/``"mean"`` over axis 1, which for ``(B, N, T)``
-    inputs is the choice axis; for ``(B, T)`` inputs both agree.
+    Pooling runs over the token axis (``gpt2_dual.heads.summarize_tokens``):
+    ``"cls_index"`` takes the token at ``cls_index`` (default: the last), ``"last"``/``"first"``
+    the last/first token, ``"mean"`` their mean.
 
     Args:
         config: reads ``summary_*``, ``n_embd`` and ``summary_last_dropout`` (extra key).
@@ -85,17 +116,7 @@ class SequenceSummary(keras.layers.Layer):
         self, hidden: tf.Tensor, cls_index: tf.Tensor | None = None, training: bool = False
     ) -> tf.Tensor:
         """``(..., T, C)`` hidden states -> ``(..., F)`` summaries."""
-        if self.summary_type == "last":
-            pooled = hidden[..., -1, :]
-        elif self.summary_type == "first":
-            pooled = hidden[..., 0, :]
-        elif self.summary_type == "mean":
-            pooled = ops.mean(hidden, axis=-2)
-        else:
-            if cls_index is None:
-                T = ops.shape(hidden)[-2]
-                cls_index = ops.full(ops.shape(hidden)[:-2], T - 1, dtype="int32")
-            pooled = gather_tokens(hidden, cls_index)
+        pooled = summarize_tokens(OPS, self.summary_type, hidden, cls_index)
         x = self.first_dropout(pooled, training=training)
         if self.summary is not None:
             x = self.summary(x)

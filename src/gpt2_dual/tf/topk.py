@@ -8,7 +8,8 @@ a row of 50,257 logits, as long as a GPT-2 small decode step. Here a threshold i
 bisection over the 2^32 float32 bit patterns (32 vectorized count or sum passes), which
 takes well under a millisecond, and gives the same answer as the sort: same values, same
 indices, ties to the lower index (as ``tf.math.top_k``). Floats are compared through
-``sortable`` integer keys, so -0.0 ranks below 0.0 (a tie for ``tf.math.top_k``).
+``sortable`` integer keys; -0.0 and 0.0 get one key (they compare equal, as for
+``tf.math.top_k`` and transformers' ``scores < kth``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ __all__ = ["best", "bisect", "kth_largest", "sortable", "top_k"]
 
 
 def sortable(x: tf.Tensor) -> tf.Tensor:
-    """int32 keys in the order of float32 ``x`` (-inf lowest, +inf highest; no NaN)."""
+    """int32 keys in the order of float32 ``x`` (-inf lowest, +inf highest, -0.0 == 0.0;
+    no NaN): the bits of a positive float, minus the magnitude bits of a negative one."""
     bits = tf.bitcast(x, tf.int32)
-    return tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, 0x7FFFFFFF), bits)
+    return tf.where(bits < 0, -tf.bitwise.bitwise_and(bits, 0x7FFFFFFF), bits)
 
 
 def bisect(holds: Callable[[tf.Tensor], tf.Tensor], rows: tf.Tensor) -> tf.Tensor:

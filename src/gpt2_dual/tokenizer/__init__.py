@@ -1,13 +1,16 @@
 """GPT-2's byte-level BPE tokenizer, twice with identical ids: pure Python and on `tokenizers`.
 
-- ``base``: ``GPT2TokenizerBase``, transformers' tokenizer API shared by both classes, put
-  together from ``calls`` (``__call__``, ``encode``, ``pad``, ``decode``), ``vocab`` (the
-  vocabulary, added tokens and decoding) and ``special`` (special tokens);
+- ``base``: ``GPT2TokenizerBase``, transformers' tokenizer API shared by both classes
+  (``__call__``, ``tokenize``), put together from ``calls`` (``encode``, ``encode_plus``,
+  ``pad``), ``vocab`` (the vocabulary, added tokens and decoding), ``special`` (special
+  tokens), ``chat`` (chat templates) and ``pretrained`` (``from_pretrained``,
+  ``save_pretrained``);
 - ``slow``: ``GPT2Tokenizer``, the pure-Python byte-level BPE;
 - ``fast``: ``GPT2TokenizerFast``, on the `tokenizers` library;
 - ``encoding``: ``BatchEncoding`` and the padding/truncation rules;
-- ``files``: reading and writing ``vocab.json``, ``merges.txt``, ``tokenizer.json`` and the
-  tokenizer's config files.
+- ``pairs``: text pairs, truncation and the rows of a call (BOS, token type ids);
+- ``files`` and ``writing``: reading and writing ``vocab.json``, ``merges.txt``,
+  ``tokenizer.json`` and the tokenizer's config files.
 """
 
 from gpt2_dual.tokenizer.base import GPT2TokenizerBase

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from gpt2_dual.hub.push import PushToHubMixin
 from gpt2_dual.tokenizer import encoding as te
-from gpt2_dual.tokenizer import files as tf
+from gpt2_dual.tokenizer import files as tok_files
+from gpt2_dual.tokenizer import pairs as tp
 from gpt2_dual.tokenizer.calls import CallsMixin
+from gpt2_dual.tokenizer.chat import ChatTemplateMixin, as_chat_template
 from gpt2_dual.tokenizer.encoding import BatchEncoding
 from gpt2_dual.tokenizer.files import AddedTokenSpec
+from gpt2_dual.tokenizer.pretrained import PretrainedFilesMixin
 from gpt2_dual.tokenizer.special import TokenArg
 from gpt2_dual.tokenizer.vocab import VocabMixin
 
@@ -26,10 +27,13 @@ logger = logging.getLogger(__name__)
 
 EOT = "<|endoftext|>"
 Offsets = list[tuple[int, int]]
-T = TypeVar("T", bound="GPT2TokenizerBase")
+STRIDE_UNSUPPORTED = (
+    "stride is not supported by the GPT-2 tokenizers: it sets the overlap of the overflowing "
+    "windows of return_overflowing_tokens, which they do not return"
+)
 
 
-class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
+class GPT2TokenizerBase(CallsMixin, ChatTemplateMixin, PretrainedFilesMixin, VocabMixin):
     """GPT-2 byte-level BPE tokenizer API (transformers' names and behaviour).
 
     Args:
@@ -48,6 +52,10 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
         model_max_length: longest sequence the model takes (1024 for GPT-2).
         clean_up_tokenization_spaces: default of ``decode``'s option of the same name.
         padding_side, truncation_side: "right" or "left".
+        chat_template: a Jinja chat template, or a dict name -> template (see
+            ``get_chat_template``; GPT-2 has none, and rendering one is not supported).
+        do_lower_case: accepted and saved, as transformers' GPT-2 tokenizers do, but GPT-2's
+            tokenizers never lowercase (True logs a warning saying so).
 
     A vocabulary that lacks some of the 256 byte tokens (a toy one) works too: each byte it
     lacks becomes ``unk_token`` when the vocabulary has that token (as in transformers' slow
@@ -75,10 +83,12 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
         added_tokens_decoder: Mapping[int, Any] | None = None,
         add_prefix_space: bool = False,
         add_bos_token: bool = False,
-        model_max_length: int = tf.VERY_LARGE_INTEGER,
+        model_max_length: int = tok_files.VERY_LARGE_INTEGER,
         clean_up_tokenization_spaces: bool = False,
         padding_side: str = "right",
         truncation_side: str = "right",
+        chat_template: Any = None,
+        do_lower_case: bool | None = None,
     ) -> None:
         self.errors = errors
         self._add_prefix_space = bool(add_prefix_space)
@@ -88,6 +98,13 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
         self.padding_side = te.check_side("padding_side", padding_side)
         self.truncation_side = te.check_side("truncation_side", truncation_side)
         self.name_or_path = ""
+        self.chat_template = as_chat_template(chat_template)
+        self._do_lower_case = None if do_lower_case is None else bool(do_lower_case)
+        if do_lower_case:
+            logger.warning(
+                "do_lower_case=True has no effect: GPT-2's tokenizers are case-sensitive and "
+                "never lowercase (transformers' GPT2Tokenizer and GPT2TokenizerFast ignore it too)"
+            )
         self._warned_too_long = False
         self._tokens_by_id: list[str | None] | None = None
         self._id_bytes: list[bytes | None] | None = None
@@ -112,15 +129,22 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
         """Load the BPE model; return the added tokens stored with it."""
         raise NotImplementedError
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
-        """Ids of each text (added tokens matched, no BOS, no truncation)."""
+    def _encode_texts(self, texts: list[str], prefix: bool) -> list[list[int]]:
+        """Ids of each text (added tokens matched, no BOS, no truncation); ``prefix``: put a
+        space before each piece of text between added tokens that lacks one."""
         raise NotImplementedError
 
-    def _encode_texts_with_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[Offsets]]:
+    def _encode_texts_with_offsets(
+        self, texts: list[str], prefix: bool
+    ) -> tuple[list[list[int]], list[Offsets]]:
         raise NotImplementedError(
             "return_offsets_mapping is not available with the pure-Python GPT2Tokenizer; "
             "use GPT2TokenizerFast, which gives the same ids"
         )
+
+    def _tokens(self, text: str, prefix: bool) -> list[str]:
+        """The tokens of ``text`` (as ``_encode_texts``)."""
+        raise NotImplementedError
 
     def _merges(self) -> list[tuple[str, str]]:
         raise NotImplementedError
@@ -131,14 +155,23 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
     def _set_prefix_space(self, value: bool) -> None:
         pass
 
-    def tokenize(self, text: str) -> list[str]:
+    def tokenize(self, text: str, *, add_prefix_space: bool | None = None) -> list[str]:
         """Split ``text`` into tokens (strings in GPT-2's byte alphabet; no BOS).
+
+        Args:
+            text: one string.
+            add_prefix_space: this call's ``add_prefix_space`` (default: the tokenizer's).
 
         Example:
             >>> tokenizer.tokenize("Hello world")  # doctest: +SKIP
             ['Hello', 'Ġworld']
+            >>> tokenizer.tokenize("Hello world", add_prefix_space=True)  # doctest: +SKIP
+            ['ĠHello', 'Ġworld']
         """
-        raise NotImplementedError
+        return self._tokens(text, self._prefix(add_prefix_space))
+
+    def _prefix(self, add_prefix_space: bool | None) -> bool:
+        return self._add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
 
     # ----- options -------------------------------------------------------------------------
 
@@ -156,8 +189,8 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
 
     def __call__(
         self,
-        text: str | Sequence[str],
-        text_pair: Any = None,
+        text: str | Sequence[str] | Sequence[tuple[str, str]],
+        text_pair: str | Sequence[str] | None = None,
         *,
         add_special_tokens: bool = True,
         padding: bool | str = False,
@@ -167,72 +200,97 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
         padding_side: str | None = None,
         pad_to_multiple_of: int | None = None,
         return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
         return_attention_mask: bool | None = None,
+        return_special_tokens_mask: bool = False,
         return_offsets_mapping: bool = False,
         return_length: bool = False,
+        verbose: bool = True,
+        add_prefix_space: bool | None = None,
     ) -> BatchEncoding:
-        """Encode a text or a batch of texts, with transformers' options.
+        """Encode a text, a text pair, or a batch of them, with transformers' options.
 
         Args:
-            text: a string, or a list of strings (a batch).
-            text_pair: not supported (raises NotImplementedError).
-            add_special_tokens: add ``bos_token`` when ``add_bos_token`` is set.
+            text: a string, a list of strings (a batch), or a list of ``(text, text_pair)``
+                pairs (a batch of pairs).
+            text_pair: the second text of a pair: a string with one text, a list of strings as
+                long as the batch.
+            add_special_tokens: add ``bos_token`` before each text when ``add_bos_token`` is set.
             padding: True/"longest" (to the longest in the batch), "max_length", or False.
-            truncation: True/"longest_first"/"only_first" to cut to ``max_length`` (or
-                ``model_max_length``); None truncates only if ``max_length`` is given without
-                padding, like transformers.
-            max_length: length for truncation / ``padding="max_length"``.
+            truncation: True/"longest_first" (a pair loses ids from its longer text first),
+                "only_first", "only_second" (that text of each pair only), to ``max_length``
+                (or ``model_max_length``); None truncates only if ``max_length`` is given
+                without padding, like transformers.
+            max_length: length for truncation / ``padding="max_length"``, special ids included.
             stride: must be 0 (overflowing tokens are not supported).
             padding_side: "left" or "right" (default ``self.padding_side``).
             pad_to_multiple_of: round the padded length up to a multiple of this.
             return_tensors: None (lists), "np", "pt" or "tf"; tensors are (batch, seq) and a
                 single text gets a batch dimension of 1.
+            return_token_type_ids: also return ``token_type_ids`` (0 on the first text of a
+                pair, 1 on the second; padding 0). Default False (GPT-2 takes none).
             return_attention_mask: default True.
-            return_offsets_mapping: (start, end) character spans of each token (fast only).
+            return_special_tokens_mask: also return ``special_tokens_mask`` (1 on the BOS ids
+                added here and on padding).
+            return_offsets_mapping: (start, end) character spans of each token in its own text
+                (fast only).
             return_length: also return each sequence's length before padding.
+            verbose: log transformers' warnings (implicit truncation, too long for the model).
+            add_prefix_space: this call's ``add_prefix_space`` (default: the tokenizer's).
 
         Returns:
-            A ``BatchEncoding`` with ``input_ids``, ``attention_mask`` (and ``offset_mapping``,
-            ``length`` when asked); lists for one text, lists of lists for a batch.
+            A ``BatchEncoding`` with ``input_ids``, ``attention_mask`` and the keys asked for;
+            lists for one text (or pair), lists of lists for a batch.
 
         Raises:
-            ValueError: padding without a pad token, bad options, ragged tensors.
+            ValueError: padding without a pad token, bad options, ragged tensors, a batch and
+                a ``text_pair`` of different lengths, a truncation that cannot be done.
+            TypeError: ``text``/``text_pair`` of a type not listed above.
+            NotImplementedError: ``stride``; ``return_offsets_mapping`` on ``GPT2Tokenizer``.
 
         Example:
             >>> tokenizer(["Hello world", "Hi"], padding=True)["attention_mask"]  # doctest: +SKIP
             [[1, 1], [1, 0]]
+            >>> tokenizer("Hello world", "Hi there")["input_ids"]  # doctest: +SKIP
+            [15496, 995, 17250, 612]
         """
-        if text_pair is not None or stride:
-            raise NotImplementedError(
-                "text_pair and stride are not supported by the GPT-2 tokenizers; encode the "
-                "texts separately (GPT-2 has no pair format)"
-            )
-        batched = te.check_text(text)
-        texts = list(text) if batched else [text]
+        if stride:
+            raise NotImplementedError(STRIDE_UNSUPPORTED)
+        firsts, seconds, batched = tp.split_inputs(text, text_pair)
         te.check_tensor_type(return_tensors)
         pad = te.padding_strategy(padding)
         pad_side = te.check_side("padding_side", padding_side or self.padding_side)
-        do_truncate = te.truncation_enabled(truncation, max_length, pad)
+        strategy = te.truncation_strategy(truncation, max_length, pad, verbose=verbose)
+        truncate = strategy != "do_not_truncate"
+        needed = truncate or pad == "max_length"
         limit = te.resolve_max_length(
-            max_length,
-            do_truncate or pad == "max_length",
-            self.model_max_length,
-            tf.VERY_LARGE_INTEGER,
+            max_length, needed, self.model_max_length, tok_files.VERY_LARGE_INTEGER
         )
         if pad != "do_not_pad":
-            self._check_padding(do_truncate, limit, pad_to_multiple_of)
+            self._check_padding(truncate, limit, pad_to_multiple_of)
+        texts, prefix = firsts + (seconds or []), self._prefix(add_prefix_space)
         if return_offsets_mapping:
-            ids, offsets = self._encode_texts_with_offsets(texts)
+            ids, offsets = self._encode_texts_with_offsets(texts, prefix)
         else:
-            ids, offsets = self._encode_texts(texts), None
-        ids, offsets = self._finish(
-            ids, offsets, add_special_tokens, limit if do_truncate else None
-        )
-        target = te.pad_target([len(s) for s in ids], pad, limit, pad_to_multiple_of)
-        return te.build_encoding(
+            ids, offsets = self._encode_texts(texts, prefix), None
+        asked = {
+            "token_type_ids": return_token_type_ids,
+            "special_tokens_mask": return_special_tokens_mask,
+        }
+        columns = self._rows(
             ids,
             offsets,
-            pad_to=target,
+            paired=seconds is not None,
+            add_special_tokens=add_special_tokens,
+            limit=limit if truncate else None,
+            strategy=strategy,
+            columns=[k for k, v in asked.items() if v],
+            verbose=verbose,
+        )
+        lengths = [len(row) for row in columns["input_ids"]]
+        return te.build_encoding(
+            columns,
+            pad_to=te.pad_target(lengths, pad, limit, pad_to_multiple_of),
             pad_id=self.pad_token_id,
             side=pad_side,
             attention_mask=return_attention_mask is not False,
@@ -252,25 +310,36 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
                 f"not a multiple of pad_to_multiple_of ({multiple})."
             )
 
-    def _finish(
+    def _rows(
         self,
         ids: list[list[int]],
         offsets: list[Offsets] | None,
+        *,
+        paired: bool,
         add_special_tokens: bool,
         limit: int | None,
-    ) -> tuple[list[list[int]], list[Offsets] | None]:
-        """Truncate to ``limit`` (BOS included) and add BOS; warn once about overlong ones."""
-        bos = self.add_bos_token and add_special_tokens and self.bos_token is not None
-        if limit is not None:
-            keep, side = max(limit - bos, 0), self.truncation_side
-            ids = [te.truncate(s, keep, side) for s in ids]
-            offsets = None if offsets is None else [te.truncate(o, keep, side) for o in offsets]
-        if bos:
-            ids = [[self.bos_token_id, *s] for s in ids]
-            offsets = None if offsets is None else [[(0, 0), *o] for o in offsets]
-        if limit is None:
-            self._warn_if_too_long(max(map(len, ids), default=0))
-        return ids, offsets
+        strategy: str = "longest_first",
+        columns: Sequence[str] = (),
+        verbose: bool = True,
+    ) -> dict[str, list[list[Any]]]:
+        """Each row's columns: truncated to ``limit`` (BOS included), with BOS (see
+        ``pairs.build_rows``); warn once about overlong rows when not truncating."""
+        bos = None
+        if self.add_bos_token and add_special_tokens and self.bos_token is not None:
+            bos = self.bos_token_id
+        rows = tp.build_rows(
+            ids,
+            offsets,
+            paired=paired,
+            bos=bos,
+            limit=limit,
+            strategy=strategy,
+            side=self.truncation_side,
+            columns=columns,
+        )
+        if limit is None and verbose:
+            self._warn_if_too_long(max(map(len, rows["input_ids"]), default=0))
+        return rows
 
     def _warn_if_too_long(self, length: int) -> None:
         if length > self.model_max_length and not self._warned_too_long:
@@ -282,99 +351,6 @@ class GPT2TokenizerBase(CallsMixin, VocabMixin, PushToHubMixin):
                 length,
                 self.model_max_length,
             )
-
-    # ----- files ---------------------------------------------------------------------------
-
-    @classmethod
-    def from_pretrained(
-        cls: type[T],
-        path_or_repo_id: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
-        **overrides: Any,
-    ) -> T:
-        """Load from a folder or a Hub repo (``"gpt2"`` works offline: bundled vocabulary).
-
-        Args:
-            path_or_repo_id: a folder with the tokenizer files, or a Hub repo id.
-            revision, cache_dir, local_files_only, token, subfolder: Hub options.
-            **overrides: constructor arguments that replace the files' values
-                (``pad_token="<|endoftext|>"``, ``add_prefix_space=True``, ...).
-
-        Raises:
-            FileNotFoundError: no ``tokenizer.json`` and no ``vocab.json`` + ``merges.txt``.
-
-        Example:
-            >>> tok = GPT2TokenizerFast.from_pretrained("gpt2")  # doctest: +SKIP
-        """
-        files = tf.find_files(
-            path_or_repo_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-            subfolder=subfolder,
-        )
-        kwargs = tf.read_config(files)
-        kwargs.update(overrides)
-        tokenizer = cls(**kwargs)
-        tokenizer.name_or_path = str(path_or_repo_id)
-        return tokenizer
-
-    def save_vocabulary(
-        self, save_directory: str | os.PathLike, filename_prefix: str | None = None
-    ) -> tuple[str, ...]:
-        """Write ``vocab.json`` and ``merges.txt`` into an existing folder; return their paths."""
-        return tf.write_vocabulary(
-            save_directory, self._base_vocab(), self._merges(), filename_prefix
-        )
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
-        """Write the files transformers writes for GPT-2 (each atomically); transformers'
-        ``GPT2Tokenizer`` and ``GPT2TokenizerFast`` load them and give the same ids.
-
-        Returns:
-            The paths written: ``tokenizer_config.json``, ``special_tokens_map.json``,
-            ``vocab.json``, ``merges.txt``, ``added_tokens.json`` (only with tokens beyond
-            the vocabulary), ``tokenizer.json``.
-        """
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = [
-            tf.write_json(folder / tf.CONFIG_NAME, self._config_dict()),
-            tf.write_json(folder / tf.SPECIAL_MAP_NAME, self.special_tokens_map_extended),
-            *self.save_vocabulary(folder),
-        ]
-        extra = {t.content: t.id for t in self._added.values() if t.id >= self.vocab_size}
-        if extra:
-            paths.append(tf.write_json(folder / tf.ADDED_NAME, extra))
-        text = self._tokenizer_json()
-        paths.append(str(tf.atomic_write_text(folder / tf.TOKENIZER_NAME, text)))
-        return tuple(paths)
-
-    def _config_dict(self) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "add_bos_token": self.add_bos_token,
-            "add_prefix_space": self.add_prefix_space,
-            "added_tokens_decoder": {
-                str(i): t.to_dict() for i, t in self.added_tokens_decoder.items()
-            },
-            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
-            "errors": self.errors,
-            "extra_special_tokens": {},
-            "model_max_length": self.model_max_length,
-            "pad_token": None,
-            "tokenizer_class": "GPT2Tokenizer",
-        }
-        config.update(self.special_tokens_map)
-        for name in ("padding_side", "truncation_side"):
-            if getattr(self, name) != "right":
-                config[name] = getattr(self, name)
-        return config
 
     def __repr__(self) -> str:
         return (

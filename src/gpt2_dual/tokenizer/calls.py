@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 class CallsMixin:
     """``encode``, ``encode_plus``, ``batch_encode_plus``, ``pad``, ``get_special_tokens_mask``.
 
-    Needs ``__call__``, ``_encode_texts``, ``_finish``, ``_check_padding`` and the special-token
-    attributes of ``GPT2TokenizerBase``.
+    Needs ``__call__``, ``_encode_texts``, ``_prefix``, ``_rows``, ``_check_padding`` and the
+    special-token attributes of ``GPT2TokenizerBase``.
     """
 
     model_input_names: tuple[str, ...]
@@ -34,8 +34,8 @@ class CallsMixin:
 
     def encode(
         self,
-        text: str,
-        text_pair: Any = None,
+        text: str | tuple[str, str],
+        text_pair: str | None = None,
         *,
         add_special_tokens: bool = True,
         padding: bool | str = False,
@@ -46,32 +46,38 @@ class CallsMixin:
         return_tensors: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Ids of one text: ``__call__(text, ...)["input_ids"]``, like transformers.
+        """Ids of one text or one pair: ``__call__(text, text_pair, ...)["input_ids"]``, like
+        transformers.
 
         Args:
-            text: one string.
-            text_pair, stride: not supported (NotImplementedError), as in ``__call__``.
+            text: one string, or a ``(text, text_pair)`` tuple.
+            text_pair: the pair's second string.
             add_special_tokens, padding, truncation, max_length, padding_side: as ``__call__``.
+            stride: must be 0 (NotImplementedError), as in ``__call__``.
             return_tensors: None for a list of ids; "np", "pt" or "tf" for a (1, T) tensor.
-            **kwargs: other ``__call__`` options (``pad_to_multiple_of``, ...).
+            **kwargs: other ``__call__`` options (``add_prefix_space``, ``pad_to_multiple_of``,
+                ...).
 
         Returns:
             A list of ids, or a (1, T) array/tensor with ``return_tensors``.
 
         Raises:
-            TypeError: ``text`` is not a str (use ``__call__`` for a batch).
+            TypeError: ``text`` is not a str nor a pair (use ``__call__`` for a batch), or an
+                unknown keyword.
             ValueError: padding without a pad token, bad options.
 
         Example:
             >>> tokenizer.encode("Hello world")  # doctest: +SKIP
             [15496, 995]
+            >>> tokenizer.encode("Hello world", "Hi there")  # doctest: +SKIP
+            [15496, 995, 17250, 612]
         """
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes one str, got {type(text).__name__}")
+        text, text_pair = _one_text("encode", text, text_pair)
         plain = padding is False and truncation is None and max_length is None
         if plain and text_pair is None and not stride and return_tensors is None and not kwargs:
-            ids = self._encode_texts([text])  # the common case, without __call__'s checks
-            return self._finish(ids, None, add_special_tokens, None)[0][0]
+            ids = self._encode_texts([text], self._prefix(None))  # without __call__'s checks
+            return self._rows(ids, None, paired=False, add_special_tokens=add_special_tokens,
+                              limit=None)["input_ids"][0]  # fmt: skip
         return self(
             text,
             text_pair,
@@ -85,32 +91,33 @@ class CallsMixin:
             **kwargs,
         )["input_ids"]
 
-    def encode_plus(self, text: str, text_pair: Any = None, **kwargs: Any) -> BatchEncoding:
-        """transformers' older spelling of ``__call__`` for one text (same keywords).
+    def encode_plus(
+        self, text: str | tuple[str, str], text_pair: str | None = None, **kwargs: Any
+    ) -> BatchEncoding:
+        """transformers' older spelling of ``__call__`` for one text or pair (same keywords).
 
         Raises:
-            TypeError: ``text`` is not a str (transformers reads a list of str as tokens here,
-                not as a batch; use ``batch_encode_plus`` or ``__call__`` for a batch).
+            TypeError: ``text`` is not a str nor a ``(text, text_pair)`` tuple (transformers
+                reads a list of str as tokens here, not as a batch; use ``batch_encode_plus``
+                or ``__call__`` for a batch).
         """
-        if not isinstance(text, str):
-            raise TypeError(
-                f"encode_plus takes one str, got {type(text).__name__}; for a batch use "
-                "batch_encode_plus or call the tokenizer"
-            )
+        text, text_pair = _one_text("encode_plus", text, text_pair)
         return self(text, text_pair, **kwargs)
 
     def batch_encode_plus(
-        self, batch_text_or_text_pairs: Sequence[str], **kwargs: Any
+        self, batch_text_or_text_pairs: Sequence[str] | Sequence[tuple[str, str]], **kwargs: Any
     ) -> BatchEncoding:
-        """transformers' older spelling of ``__call__`` for a batch (same keywords).
+        """transformers' older spelling of ``__call__`` for a batch of texts or of
+        ``(text, text_pair)`` pairs (same keywords).
 
         Raises:
-            TypeError: not a list of str (pairs are not supported: GPT-2 has no pair format).
+            TypeError: not a list of str or of pairs of str.
         """
         if not isinstance(batch_text_or_text_pairs, list | tuple):
             raise TypeError(
                 "batch_encode_plus takes a list of str, got "
-                f"{type(batch_text_or_text_pairs).__name__}; for one text use encode_plus"
+                f"{type(batch_text_or_text_pairs).__name__} (or a list of (text, text_pair) "
+                "pairs); for one text use encode_plus"
             )
         return self(list(batch_text_or_text_pairs), **kwargs)
 
@@ -234,6 +241,24 @@ class CallsMixin:
         if token_ids_1 is not None:
             mask += [*bos, *[0] * len(token_ids_1)]
         return mask
+
+
+def _one_text(method: str, text: Any, text_pair: Any) -> tuple[str, str | None]:
+    """``(text, text_pair)`` of ``encode``/``encode_plus``: a str and an optional second one,
+    or a ``(text, text_pair)`` tuple as ``text`` (transformers' pair form).
+
+    Raises:
+        TypeError: anything else (the message names ``method`` and what it takes).
+    """
+    if isinstance(text, tuple) and len(text) == 2 and text_pair is None:
+        text, text_pair = text
+    if not isinstance(text, str):
+        raise TypeError(
+            f"{method} takes one str, got {type(text).__name__}; for a batch use "
+            f"batch_encode_plus or call the tokenizer, and pass a pair as {method}(text, "
+            "text_pair) or as a (text, text_pair) tuple"
+        )
+    return text, text_pair
 
 
 def _has_tuples(value: list[Any]) -> bool:

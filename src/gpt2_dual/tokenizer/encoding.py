@@ -13,10 +13,17 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PADDING_VALUES = ("longest", "max_length", "do_not_pad")
-TRUNCATION_VALUES = ("longest_first", "only_first", "do_not_truncate")
+TRUNCATION_VALUES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 TENSOR_TYPES = (None, "np", "pt", "tf")
 SIDES = ("left", "right")
 
+IMPLICIT_TRUNCATION = (
+    "Truncation was not explicitly activated but `max_length` is provided a specific value, please "
+    "use `truncation=True` to explicitly truncate examples to max length. Defaulting to "
+    "'longest_first' truncation strategy. If you encode pairs of sequences (GLUE-style) with the "
+    "tokenizer you can select this strategy more precisely by providing a specific strategy to "
+    "`truncation`."
+)
 PAD_TOKEN_MISSING = (
     "Asking to pad but the tokenizer does not have a padding token. Please select a token to use "
     "as `pad_token` `(tokenizer.pad_token = tokenizer.eos_token e.g.)` or add a new pad token via "
@@ -72,15 +79,6 @@ class BatchEncoding(dict):
             for key, value in self.items():
                 self[key] = to_tensor(key, value, tensor_type)
         return self
-
-
-def check_text(text: Any) -> bool:
-    """True for a batch (list of str), False for one str; TypeError for anything else."""
-    if isinstance(text, str):
-        return False
-    if isinstance(text, list | tuple) and all(isinstance(t, str) for t in text):
-        return True
-    raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
 
 
 def check_side(name: str, side: str) -> str:
@@ -148,29 +146,29 @@ def padding_strategy(padding: bool | str) -> str:
     )
 
 
-def truncation_enabled(truncation: bool | str | None, max_length: int | None, padding: str) -> bool:
-    """Whether to truncate, as transformers decides (``max_length`` alone truncates, with a
-    warning, unless padding is asked for).
+def truncation_strategy(
+    truncation: bool | str | None, max_length: int | None, padding: str, *, verbose: bool = True
+) -> str:
+    """The truncation strategy, as transformers decides it: "do_not_truncate", "longest_first",
+    "only_first" or "only_second" (``max_length`` alone truncates, with a warning unless
+    ``verbose`` is False, when no padding is asked for).
 
     Raises:
-        ValueError: an unknown value (including "only_second", which needs a text pair).
+        ValueError: an unknown value.
     """
     if truncation is None:
         if max_length is not None and padding == "do_not_pad":
-            logger.warning(
-                "Truncation was not explicitly activated but `max_length` is provided a specific "
-                "value, please use `truncation=True` to explicitly truncate examples to max "
-                "length. Defaulting to 'longest_first' truncation strategy."
-            )
-            return True
-        return False
+            if verbose:
+                logger.warning(IMPLICIT_TRUNCATION)
+            return "longest_first"
+        return "do_not_truncate"
     if isinstance(truncation, bool):
-        return truncation
+        return "longest_first" if truncation else "do_not_truncate"
     if isinstance(truncation, str) and truncation in TRUNCATION_VALUES:
-        return truncation != "do_not_truncate"
+        return truncation
     raise ValueError(
-        "truncation must be one of True, False, 'longest_first', 'only_first', "
-        f"'do_not_truncate' (text pairs are not supported); got {truncation!r}"
+        "truncation must be one of True, False, 'longest_first', 'only_first', 'only_second', "
+        f"'do_not_truncate'; got {truncation!r}"
     )
 
 
@@ -230,8 +228,7 @@ def pad_rows(rows: list[list[Any]], target: int, value: Any, side: str) -> list[
 
 
 def build_encoding(
-    ids: list[list[int]],
-    offsets: list[list[tuple[int, int]]] | None,
+    columns: dict[str, list[list[Any]]],
     *,
     pad_to: int | None,
     pad_id: int | None,
@@ -241,11 +238,11 @@ def build_encoding(
     batched: bool,
     tensor_type: str | None,
 ) -> BatchEncoding:
-    """The ``BatchEncoding`` of a tokenizer call: padded rows, masks, offsets, lengths.
+    """The ``BatchEncoding`` of a tokenizer call: padded rows, masks, lengths.
 
     Args:
-        ids: the ids of each text (truncated, with special tokens).
-        offsets: their character spans, or None.
+        columns: ``input_ids`` (each row truncated, with special tokens) and the other
+            per-id columns (``offset_mapping``, ``token_type_ids``, ``special_tokens_mask``).
         pad_to: the padded length (``pad_target``), or None for no padding.
         pad_id: the pad token id.
         side: "left" or "right" padding.
@@ -254,17 +251,14 @@ def build_encoding(
         batched: False to return one sequence without the batch level (lists only).
         tensor_type: None, "np", "pt" or "tf".
     """
-    sizes = [len(s) for s in ids]
-    masks = [[1] * n for n in sizes]
-    if pad_to is not None:
-        ids = pad_rows(ids, pad_to, pad_id, side)
-        masks = pad_rows(masks, pad_to, 0, side)
-        offsets = None if offsets is None else pad_rows(offsets, pad_to, (0, 0), side)
-    data: dict[str, Any] = {"input_ids": ids}
+    sizes = [len(s) for s in columns["input_ids"]]
+    data: dict[str, Any] = {"input_ids": columns["input_ids"]}
     if attention_mask:
-        data["attention_mask"] = masks
-    if offsets is not None:
-        data["offset_mapping"] = offsets
+        data["attention_mask"] = [[1] * n for n in sizes]
+    data.update((k, v) for k, v in columns.items() if k != "input_ids")
+    if pad_to is not None:
+        values = {**CALL_PAD_VALUES, "input_ids": pad_id}
+        data = {k: pad_rows(v, pad_to, values[k], side) for k, v in data.items()}
     if lengths:
         data["length"] = sizes
     if not batched and tensor_type is None:
@@ -277,6 +271,8 @@ def build_encoding(
 #: What ``pad`` fills each padded key with, besides ``input_ids`` (the pad token id);
 #: other keys (``labels``, ``length``, ...) are returned as given, like transformers.
 PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
+#: What a tokenizer call pads each column with (``input_ids``: the pad token id).
+CALL_PAD_VALUES = {**PAD_VALUES, "offset_mapping": (0, 0)}
 _TENSOR_MODULES = {"numpy": "np", "torch": "pt", "tensorflow": "tf"}
 
 

@@ -7,6 +7,7 @@ set to GPT-2's byte-level ones here, so both tokenizers always agree.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -74,6 +75,7 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         tok.decoder = decoders.ByteLevel()
         self._tok = tok
+        self._flipped: Tokenizer | None = None
         self._set_prefix_space(self._add_prefix_space)
         self._plain_decode = True
         self._base_size = tok.get_vocab_size(with_added_tokens=False)
@@ -101,11 +103,23 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
         return self._base_size
 
     def _set_prefix_space(self, value: bool) -> None:
-        self._tok.pre_tokenizer = pre_tokenizers.ByteLevel(
-            add_prefix_space=value, trim_offsets=True, use_regex=True
-        )
+        self._tok.pre_tokenizer = _byte_level(value)
+        self._flipped = None
+
+    def _backend(self, prefix: bool) -> Tokenizer:
+        """The backend for a call with ``add_prefix_space=prefix``: a copy with the other
+        pre-tokenizer when it differs from the tokenizer's setting (made on first use, and
+        again after the tokenizer changes; calls never change the shared backend)."""
+        if prefix == self._add_prefix_space:
+            return self._tok
+        if self._flipped is None:
+            flipped = copy.deepcopy(self._tok)
+            flipped.pre_tokenizer = _byte_level(prefix)
+            self._flipped = flipped
+        return self._flipped
 
     def _set_unk(self, token: str | None) -> None:
+        self._flipped = None
         model = self._tok.model
         model.unk_token = token
         # BPE caches words with the old unk token: empty the cache (older tokenizers lack
@@ -129,6 +143,7 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
         return self._tok.to_str(pretty=True)
 
     def _backend_added(self, new: list[AddedTokenSpec]) -> None:
+        self._flipped = None
         known = self._tok.get_added_tokens_decoder()
         for spec in new:
             if known.get(spec.id) is not None and known[spec.id].content == spec.content:
@@ -154,25 +169,27 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
             for t in self._added.values()
         )
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+    def _encode_texts(self, texts: list[str], prefix: bool) -> list[list[int]]:
+        backend = self._backend(prefix)
         # encode_batch_fast skips offset tracking; it is faster even for one text.
-        encode_batch = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
         try:
             return [e.ids for e in encode_batch(texts, add_special_tokens=False)]
         except TypeError:
             raise surrogate_error(texts) or _unencodable(texts) from None
 
-    def _encode_texts_with_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[Offsets]]:
+    def _encode_texts_with_offsets(
+        self, texts: list[str], prefix: bool
+    ) -> tuple[list[list[int]], list[Offsets]]:
         try:
-            encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+            encodings = self._backend(prefix).encode_batch(texts, add_special_tokens=False)
         except TypeError:
             raise surrogate_error(texts) or _unencodable(texts) from None
         return [e.ids for e in encodings], [e.offsets for e in encodings]
 
-    def tokenize(self, text: str) -> list[str]:
-        """Split ``text`` into tokens (strings in GPT-2's byte alphabet; no BOS)."""
+    def _tokens(self, text: str, prefix: bool) -> list[str]:
         try:
-            return self._tok.encode(text, add_special_tokens=False).tokens
+            return self._backend(prefix).encode(text, add_special_tokens=False).tokens
         except TypeError:
             raise surrogate_error([text]) or _unencodable([text]) from None
 
@@ -180,6 +197,11 @@ class GPT2TokenizerFast(GPT2TokenizerBase):
         if self._plain_decode and self.errors == "replace":
             return self._tok.decode(ids, skip_special_tokens=False)
         return super()._decode(ids)
+
+
+def _byte_level(prefix: bool) -> pre_tokenizers.ByteLevel:
+    """GPT-2's pre-tokenizer, with or without ``add_prefix_space``."""
+    return pre_tokenizers.ByteLevel(add_prefix_space=prefix, trim_offsets=True, use_regex=True)
 
 
 def _unencodable(texts: list) -> InputTypeError:

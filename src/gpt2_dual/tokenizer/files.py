@@ -1,21 +1,21 @@
-"""Reading and writing GPT-2 tokenizer files in the Hugging Face layout.
+"""Finding and reading GPT-2 tokenizer files in the Hugging Face layout.
 
 The files are ``vocab.json`` + ``merges.txt`` (OpenAI's ``encoder.json`` / ``vocab.bpe``),
 ``tokenizer.json`` (the ``tokenizers`` library's file), and ``tokenizer_config.json``,
 ``special_tokens_map.json``, ``added_tokens.json`` as transformers writes them. Both tokenizer
-classes load and save through this module, so they read and write exactly the same things.
+classes load through this module and save through ``writing``, so they read and write exactly
+the same things. (Chat templates: ``chat``.)
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual._io import atomic_write_text, check_field, json_type, read_json_object, read_text
+from gpt2_dual._io import check_field, json_type, read_json_object, read_text
 from gpt2_dual.errors import MalformedFileError
 
 VOCAB_NAME = "vocab.json"
@@ -52,6 +52,8 @@ CONFIG_KEYS = (
     "clean_up_tokenization_spaces",
     "padding_side",
     "truncation_side",
+    "chat_template",
+    "do_lower_case",
 )
 
 
@@ -262,6 +264,8 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "clean_up_tokenization_spaces": (bool,),
     "padding_side": (str,),
     "truncation_side": (str,),
+    "chat_template": (str, list),
+    "do_lower_case": (bool,),
 }
 
 
@@ -332,86 +336,3 @@ def read_config(files: dict[str, Path | None]) -> dict[str, Any]:
     config["merges_file"] = files.get(MERGES_NAME)
     config["tokenizer_file"] = files.get(TOKENIZER_NAME)
     return config
-
-
-def tokenizer_json_dict(
-    vocab: dict[str, int],
-    merges: list[tuple[str, str]],
-    added: list[AddedTokenSpec],
-    add_prefix_space: bool,
-    *,
-    unk_token: str | None = None,
-) -> dict[str, Any]:
-    """The ``tokenizer.json`` content for a GPT-2 byte-level BPE, as ``tokenizers`` writes it
-    (``unk_token``: the model's, for a vocabulary that lacks byte tokens)."""
-
-    def byte_level(prefix: bool, trim: bool) -> dict[str, Any]:
-        return {
-            "type": "ByteLevel",
-            "add_prefix_space": prefix,
-            "trim_offsets": trim,
-            "use_regex": True,
-        }
-
-    flags = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
-    added_json = [
-        {"id": t.id, **{k: getattr(t, k) for k in flags}} for t in sorted(added, key=lambda t: t.id)
-    ]
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added_json,
-        "normalizer": None,
-        "pre_tokenizer": byte_level(add_prefix_space, True),
-        "post_processor": byte_level(True, False),
-        "decoder": byte_level(True, True),
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": unk_token,
-            "continuing_subword_prefix": "",
-            "end_of_word_suffix": "",
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": dict(sorted(vocab.items(), key=lambda kv: kv[1])),
-            "merges": [list(m) for m in merges],
-        },
-    }
-
-
-def write_vocabulary(
-    directory: str | os.PathLike,
-    vocab: dict[str, int],
-    merges: list[tuple[str, str]],
-    filename_prefix: str | None = None,
-) -> tuple[str, str]:
-    """Write ``vocab.json`` and ``merges.txt`` (optionally ``{prefix}-vocab.json`` ...).
-
-    Returns:
-        The two paths written.
-
-    Raises:
-        NotADirectoryError: ``directory`` is not an existing folder.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NotADirectoryError(f"save_vocabulary needs an existing folder, got {directory}")
-    prefix = f"{filename_prefix}-" if filename_prefix else ""
-    vocab_path, merges_path = (
-        directory / f"{prefix}{VOCAB_NAME}",
-        directory / f"{prefix}{MERGES_NAME}",
-    )
-    by_id = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
-    atomic_write_text(vocab_path, json.dumps(by_id, ensure_ascii=False) + "\n")
-    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
-    atomic_write_text(merges_path, "\n".join(lines) + "\n")
-    return str(vocab_path), str(merges_path)
-
-
-def write_json(path: Path, data: Any, indent: int | None = 2) -> str:
-    """Write ``data`` as sorted JSON atomically (transformers' formatting); return the path."""
-    text = json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False)
-    atomic_write_text(path, text + "\n")
-    return str(path)

@@ -17,14 +17,9 @@ import regex
 
 from gpt2_dual.errors import MalformedFileError
 from gpt2_dual.tokenizer.base import GPT2TokenizerBase
-from gpt2_dual.tokenizer.files import (
-    AddedTokenSpec,
-    read_merges,
-    read_tokenizer_json,
-    read_vocab,
-    tokenizer_json_dict,
-)
+from gpt2_dual.tokenizer.files import AddedTokenSpec, read_merges, read_tokenizer_json, read_vocab
 from gpt2_dual.tokenizer.vocab import BYTE_ENCODER, surrogate_error
+from gpt2_dual.tokenizer.writing import tokenizer_json_dict
 
 #: GPT-2's pre-tokenizer regex (transformers' and ``tokenizers``' ByteLevel form).
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -130,21 +125,22 @@ class GPT2Tokenizer(GPT2TokenizerBase):
                 return ids[candidate]
         raise AssertionError(f"unmatched added token {match!r}")  # pragma: no cover
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+    def _encode_texts(self, texts: list[str], prefix: bool) -> list[list[int]]:
         try:
-            return [self._encode_one(text) for text in texts]
+            return [self._encode_one(text, prefix) for text in texts]
         except UnicodeEncodeError:
             raise surrogate_error(texts) or ValueError("text cannot be encoded") from None
 
-    def _encode_one(self, text: str) -> list[int]:
-        """Ids of ``text``: added tokens first, then BPE on the pieces between them."""
+    def _encode_one(self, text: str, prefix: bool) -> list[int]:
+        """Ids of ``text``: added tokens first, then BPE on the pieces between them (each with
+        a space put before it when ``prefix`` is set and it has none)."""
         parts = self._splitter.split(text) if self._splitter is not None else [text]
         ids: list[int] = []
         for k, part in enumerate(parts):
             if k % 2:
                 ids.append(self._added_id(part))
             elif part:
-                if self._add_prefix_space and not part.startswith(" "):
+                if prefix and not part.startswith(" "):
                     part = " " + part
                 self._encode_ordinary(part, ids)
         return ids
@@ -207,10 +203,9 @@ class GPT2Tokenizer(GPT2TokenizerBase):
         ids = self._bpe([self._byte_ids[b] for b in piece.encode("utf-8")])
         return [tokens[i] if i >= 0 else BYTE_ENCODER[-1 - i] for i in ids]
 
-    def tokenize(self, text: str) -> list[str]:
-        """Split ``text`` into tokens (strings in GPT-2's byte alphabet; no BOS)."""
+    def _tokens(self, text: str, prefix: bool) -> list[str]:
         tokens = self._tables()[0]
-        return [tokens[i] for i in self._encode_texts([text])[0]]
+        return [tokens[i] for i in self._encode_texts([text], prefix)[0]]
 
 
 def _merge_table(
