@@ -5,8 +5,8 @@ Shapes: R rows, N entries per row (the vocabulary, or beams x vocabulary).
 
 XLA on CPU lowers ``tf.math.top_k`` and ``tf.sort`` to a full comparator sort: about 10 ms for
 a row of 50,257 logits, as long as a GPT-2 small decode step. Here a threshold is found by
-bisection over the 2^32 float32 bit patterns (32 vectorized count or sum passes), which
-takes well under a millisecond, and gives the same answer as the sort: same values, same
+bisection over the 2^32 float32 bit patterns (32 vectorized count or sum passes, one
+``tf.while_loop``), and gives the same answer as the sort: same values, same
 indices, ties to the lower index (as ``tf.math.top_k``). Floats are compared through
 ``sortable`` integer keys; -0.0 and 0.0 get one key (they compare equal, as for
 ``tf.math.top_k`` and transformers' ``scores < kth``).
@@ -41,11 +41,17 @@ def bisect(holds: Callable[[tf.Tensor], tf.Tensor], rows: tf.Tensor) -> tf.Tenso
     """
     low = tf.fill([rows], tf.constant(-(2**31), tf.int64))
     high = tf.fill([rows], tf.constant(2**31 - 1, tf.int64))
-    for _ in range(32):  # the range halves each pass: 2^32 candidates -> 1
+
+    def halve(step: tf.Tensor, low: tf.Tensor, high: tf.Tensor) -> tuple[tf.Tensor, ...]:
         mid = (low + high + 1) // 2
         ok = holds(tf.cast(mid, tf.int32)[:, None])
-        low = tf.where(ok, mid, low)
-        high = tf.where(ok, high, mid - 1)
+        return step + 1, tf.where(ok, mid, low), tf.where(ok, high, mid - 1)
+
+    # 32 passes (2^32 candidates -> 1) as one loop, not unrolled: a top-k plus top-p filter
+    # traces 85 ops instead of 2,025 and compiles in 0.6 s instead of 2.7 s under XLA, and
+    # runs as fast (XLA, one 50,257-wide row: 3.4 ms vs 4.1 ms; 8 rows: 10.5 vs 11.0 ms;
+    # graph mode, 8 rows: 29.4 vs 26.3 ms), on a 2-core AMD EPYC Zen 4.
+    _, low, _ = tf.while_loop(lambda step, *_: step < 32, halve, (tf.constant(0), low, high))
     return tf.cast(low, tf.int32)[:, None]
 
 
