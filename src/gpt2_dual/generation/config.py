@@ -29,13 +29,7 @@ from typing import Any
 
 from gpt2_dual._io import atomic_write_text, build_from_file
 from gpt2_dual.generation.checks import check_config, resolve
-from gpt2_dual.generation.fields import (  # noqa: F401  (re-exported)
-    CACHE_IMPLEMENTATIONS,
-    DEFAULTS,
-    UNSUPPORTED,
-    Resolved,
-    as_id_list,
-)
+from gpt2_dual.generation.fields import DEFAULTS, Resolved
 from gpt2_dual.hub.push import PushToHubMixin
 
 logger = logging.getLogger(__name__)

@@ -39,29 +39,23 @@ import os
 from typing import Any
 
 from gpt2_dual.pipelines.base import Pipeline
+from gpt2_dual.pipelines.classification import (
+    TextClassificationPipeline,
+    TokenClassificationPipeline,
+)
+from gpt2_dual.pipelines.generation import TextGenerationPipeline
+from gpt2_dual.pipelines.qa import QuestionAnsweringPipeline
 from gpt2_dual.tokenizer.base import GPT2TokenizerBase
 
 __all__ = ["SUPPORTED_TASKS", "TASK_ALIASES", "pipeline"]
 
-#: task -> (model class name, module of the pipeline class, pipeline class name).
-SUPPORTED_TASKS: dict[str, tuple[str, str, str]] = {
-    "text-generation": (
-        "GPT2LMHeadModel", "gpt2_dual.pipelines.generation", "TextGenerationPipeline"
-    ),
-    "text-classification": (
-        "GPT2ForSequenceClassification",
-        "gpt2_dual.pipelines.classification",
-        "TextClassificationPipeline",
-    ),
-    "token-classification": (
-        "GPT2ForTokenClassification",
-        "gpt2_dual.pipelines.classification",
-        "TokenClassificationPipeline",
-    ),
-    "question-answering": (
-        "GPT2ForQuestionAnswering", "gpt2_dual.pipelines.qa", "QuestionAnsweringPipeline"
-    ),
-}  # fmt: skip
+#: task -> (model class name, pipeline class).
+SUPPORTED_TASKS: dict[str, tuple[str, type[Pipeline]]] = {
+    "text-generation": ("GPT2LMHeadModel", TextGenerationPipeline),
+    "text-classification": ("GPT2ForSequenceClassification", TextClassificationPipeline),
+    "token-classification": ("GPT2ForTokenClassification", TokenClassificationPipeline),
+    "question-answering": ("GPT2ForQuestionAnswering", QuestionAnsweringPipeline),
+}
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 FRAMEWORKS = ("pt", "tf")
 
@@ -117,7 +111,7 @@ def pipeline(
     if name not in SUPPORTED_TASKS:
         known = sorted([*SUPPORTED_TASKS, *TASK_ALIASES])
         raise KeyError(f"unknown task {task!r}; available tasks: {known}")
-    class_name, module_name, pipeline_name = SUPPORTED_TASKS[name]
+    class_name, cls = SUPPORTED_TASKS[name]
     if model is None:
         raise ValueError(
             f"pipeline({task!r}) needs model=: a checkpoint folder, a Hub repo id or a "
@@ -143,7 +137,6 @@ def pipeline(
                 "with a model object; it is loaded from model= only for folders and repo ids"
             )
     tokenizer = _tokenizer(tokenizer)
-    cls = getattr(importlib.import_module(module_name), pipeline_name)
     return cls(model, tokenizer, framework=framework, backend=backend, device=device, **kwargs)
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from gpt2_dual.generation.config import GenerationConfig, Resolved
+from gpt2_dual.generation.config import GenerationConfig
+from gpt2_dual.generation.fields import Resolved
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.pt.cache import DynamicCache, StaticCache
 from gpt2_dual.pt.processors import apply_all, build_processors

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from gpt2_dual.generation.config import GenerationConfig, Resolved
+from gpt2_dual.generation.config import GenerationConfig
+from gpt2_dual.generation.fields import Resolved
 
 __all__ = ["Processor", "build_processors"]
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from gpt2_dual.generation.config import GenerationConfig, Resolved
+from gpt2_dual.generation.config import GenerationConfig
+from gpt2_dual.generation.fields import Resolved
 from gpt2_dual.tf.topk import bisect, kth_largest, sortable
 
 __all__ = ["ProcessorSpec", "choose", "gumbel", "process", "values"]
