@@ -24,6 +24,8 @@ More specific classes, all defined here:
 - ``FormatError`` (ValueError): a path in no format gpt2_dual reads, or a format it cannot write.
 - ``ConversionError`` (ValueError): a conversion whose cross-check failed (``report`` says where).
 - ``QuantizedModelError`` (ValueError): a float-weight operation asked of a quantized model.
+- ``RequestError`` (ValueError): a request the server (``gpt2_dual.serve``) refuses, with its
+  HTTP status and OpenAI error type; ``QueueFullError`` (429) and ``EngineClosedError`` (503).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from typing import Any
 __all__ = [
     "CheckpointError", "ConversionError", "FileNotFoundInRepo", "FormatError", "GPT2DualError",
     "HubError", "InputError", "InputTypeError", "InvalidInputError", "LocalFolderNotFound",
-    "MalformedFileError", "OfflineMiss", "OutOfRangeError", "QuantizedModelError",
-    "RepoNotFound", "RevisionNotFound",
+    "EngineClosedError", "MalformedFileError", "OfflineMiss", "OutOfRangeError",
+    "QuantizedModelError", "QueueFullError", "RepoNotFound", "RequestError", "RevisionNotFound",
 ]  # fmt: skip
 
 
@@ -111,3 +113,51 @@ class InputError(GPT2DualError, ValueError):
 
 class QuantizedModelError(GPT2DualError, ValueError):
     """An operation that reads or writes float weights was asked of a quantized model."""
+
+
+#: OpenAI's error ``type`` for each HTTP status a server answers with.
+ERROR_TYPES = {
+    400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError",
+    413: "RequestTooLargeError", 429: "RateLimitError", 503: "ServiceUnavailableError",
+}  # fmt: skip
+
+
+class RequestError(GPT2DualError, ValueError):
+    """A request the server refuses: its HTTP status, OpenAI error type and offending field.
+
+    Args:
+        message: what is wrong, naming the field, the value and the limit.
+        status: the HTTP status (400 unless said).
+        param: the request field at fault, or None.
+        type: OpenAI's error type; default from ``status`` (``ERROR_TYPES``).
+        code: OpenAI's error code, or None.
+    """
+
+    default_status = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        param: str | None = None,
+        type: str | None = None,  # noqa: A002 (OpenAI's field name)
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = self.default_status if status is None else status
+        self.param, self.code = param, code
+        self.type = type or ERROR_TYPES.get(self.status, "BadRequestError")
+
+
+class QueueFullError(RequestError):
+    """The server's waiting queue is full (HTTP 429); retry later."""
+
+    default_status = 429
+
+
+class EngineClosedError(RequestError):
+    """The engine is shutting down or stopped and admits no request (HTTP 503)."""
+
+    default_status = 503
