@@ -71,6 +71,33 @@ def test_greedy_equals_generate_in_a_changing_batch(model, tok):
     assert sorted(engine.scheduler.free) == [0, 1, 2] and not engine.scheduler.running
 
 
+def test_keras_model_greedy_equals_its_generate_in_a_changing_batch(tok):
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from gpt2_dual.tf import GPT2LMHeadModel
+
+    keras.utils.set_random_seed(0)
+    config = GPT2Config(n_positions=64, n_embd=48, n_layer=3, n_head=4, initializer_range=0.3)
+    model = GPT2LMHeadModel(config)
+    engine = Engine(model, tok, max_num_seqs=3)
+    lengths = [3, 9, 6, 1, 9]
+    events: dict[int, list] = {i: [] for i in range(len(lengths))}
+    for i, n in enumerate(lengths):
+        params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+        engine.submit(tok.encode(PROMPTS[i]), params, events[i].append)
+        engine.scheduler.step()
+    while not engine.scheduler.idle:
+        engine.scheduler.step()
+    assert engine.decoder.framework == "tf"
+    for i, n in enumerate(lengths):
+        ids = tok.encode(PROMPTS[i])
+        ref = model.generate(np.array([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        assert [t for e in events[i] for t in e.token_ids] == np.asarray(ref)[
+            0, len(ids) :
+        ].tolist()
+
+
 def test_offline_generate_batch_and_token_prompts(model, tok):
     engine = Engine(model, tok, max_num_seqs=4)
     as_ids = [tok.encode(p) for p in PROMPTS]
@@ -92,6 +119,9 @@ def test_seeded_sampling_is_reproducible_whatever_runs_beside(model, tok):
     other = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=10, seed=8)
     again = Engine(model, tok, max_num_seqs=1).generate(["Hello"], other, use_tqdm=False)[0]
     assert again.outputs[0].token_ids != alone.outputs[0].token_ids
+    negative = SamplingParams(temperature=0.8, max_tokens=10, seed=-3)  # vLLM takes any int
+    twice = Engine(model, tok, max_num_seqs=2).generate(["Hi", "Hi"], negative, use_tqdm=False)
+    assert twice[0].outputs[0].token_ids == twice[1].outputs[0].token_ids
 
 
 def test_logprobs_equal_transformers_log_softmax(model, tok, tmp_path):
@@ -263,3 +293,23 @@ def test_stop_lets_in_flight_requests_finish(model, tok):
     engine.stop(timeout=30.0)
     assert done.is_set() and seen[-1].finish_reason == "length"
     assert sum(len(e.token_ids) for e in seen) == 12
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_bitsandbytes_models_serve_their_own_greedy_tokens(tok, tmp_path, bits):
+    pytest.importorskip("bitsandbytes")
+    from gpt2_dual.quantization import BitsAndBytesConfig
+
+    _model().save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    config = (
+        BitsAndBytesConfig(load_in_8bit=True)
+        if bits == 8
+        else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype="float32")
+    )
+    engine = Engine.from_pretrained(tmp_path, quantization_config=config, max_num_seqs=2)
+    assert type(engine.model.transformer.h[0].attn.c_attn).__name__.startswith("Linear")
+    ids = [tok.encode(p) for p in PROMPTS[:3]]
+    out = engine.generate(ids, GREEDY, use_tqdm=False)
+    for prompt, result in zip(ids, out, strict=True):
+        assert result.outputs[0].token_ids == _generate(engine.model, prompt, 12)

@@ -10,9 +10,10 @@ runs the model's own blocks over such a batch.
   and writes its keys and values into positions ``0..T-1`` of ``slot``.
 - ``SlotDecoder.decode(slots, tokens, positions)`` runs one new token per row for the rows
   ``0..R-1`` of the cache (R = the highest slot asked for + 1; rows not asked for compute on a
-  dummy token and are never read); row ``i`` writes its key at ``positions[i]`` and attends to
-  keys ``0..positions[i]``, through a boolean mask over the first ``S = max(positions) + 1``
-  keys. Returns the logits of the rows asked for, float32 numpy.
+  dummy token, write nothing and are never read); row ``i`` writes its key at
+  ``positions[i]`` and attends to keys ``0..positions[i]``, through a boolean mask over the
+  first ``S = max(positions) + 1`` keys. Returns the logits of the rows asked for, float32
+  numpy.
 
 A row's result depends only on that row (the products are row-wise and each row has its own
 mask), so a greedy sequence gives ``generate``'s tokens whatever else is in the batch. The
@@ -108,11 +109,15 @@ class SlotCache:
         """The next forward is one prompt ``(1, T)`` for ``slot``, from position 0."""
         self._slot = slot
 
-    def for_decode(self, positions: torch.Tensor, key_length: int) -> None:
-        """The next forward is one token per row of rows ``0..R-1`` (``positions`` ``(R,)``)."""
+    def for_decode(
+        self, rows: int, slots: torch.Tensor, positions: torch.Tensor, key_length: int
+    ) -> None:
+        """The next forward is one token per row of rows ``0..rows-1``; only ``slots``
+        ``(K,)`` store theirs, each at its ``positions`` ``(K,)`` (the other rows compute on a
+        dummy token and leave their slot as it is)."""
         self._slot = None
-        self._rows = len(positions)
-        self._index = (torch.arange(self._rows, device=positions.device), positions)
+        self._rows = rows
+        self._index = (slots, positions)
         self._key_length = key_length
 
     def update(
@@ -127,8 +132,9 @@ class SlotCache:
             values[self._slot, :, :T] = v[0]
             return k, v
         rows, S = self._rows, self._key_length
-        keys[self._index[0], :, self._index[1]] = k[:, :, 0]  # (R, H, D) at each row's position
-        values[self._index[0], :, self._index[1]] = v[:, :, 0]
+        slots, positions = self._index
+        keys[slots, :, positions] = k[slots, :, 0]  # (K, H, D), each at its own position
+        values[slots, :, positions] = v[slots, :, 0]
         return keys[:rows, :, :S], values[:rows, :, :S]
 
 
@@ -181,6 +187,7 @@ class SlotDecoder:
             raise InvalidInputError(
                 f"a prompt of {T} tokens does not fit a slot of {self.max_length}"
             )
+        self._check_slots([slot])
         self.cache.reserve(T)
         self.cache.for_prefill(slot)
         tokens = torch.as_tensor(ids, dtype=torch.long, device=self.device)[None]  # (1, T)
@@ -197,19 +204,43 @@ class SlotDecoder:
         Returns:
             ``(len(slots), V)`` float32 logits, in the order of ``slots``.
         """
-        slots_t = torch.as_tensor(slots, dtype=torch.long)
-        rows = int(slots_t.max()) + 1
+        slots_np, pos_np = self._check_decode(slots, tokens, positions)
+        rows = int(slots_np.max()) + 1
         tok = torch.zeros(rows, dtype=torch.long)
         pos = torch.zeros(rows, dtype=torch.long)
-        tok[slots_t] = torch.as_tensor(tokens, dtype=torch.long)
-        pos[slots_t] = torch.as_tensor(positions, dtype=torch.long)
-        tok, pos = tok.to(self.device), pos.to(self.device)
-        S = int(pos.max()) + 1
+        slots_t = torch.as_tensor(slots_np)
+        tok[slots_t] = torch.as_tensor(np.asarray(tokens, np.int64))
+        pos[slots_t] = torch.as_tensor(pos_np)
+        tok, pos, slots_t = tok.to(self.device), pos.to(self.device), slots_t.to(self.device)
+        S = int(pos_np.max()) + 1
         self.cache.reserve(S)
         ok = torch.arange(S, device=self.device)[None, :] <= pos[:, None]  # (R, S)
-        self.cache.for_decode(pos, S)
+        self.cache.for_decode(rows, slots_t, pos[slots_t], S)
         x = self._blocks(tok[:, None], pos[:, None], AttentionMask(ok[:, None, None, :], ok))
-        return self._logits(x[slots_t.to(self.device), 0])
+        return self._logits(x[slots_t, 0])
+
+    def _check_decode(self, slots, tokens, positions) -> tuple[np.ndarray, np.ndarray]:
+        slots_np = self._check_slots(slots)
+        pos_np = np.asarray(positions, np.int64).reshape(-1)
+        if not len(slots_np) == len(tokens) == len(pos_np):
+            raise InvalidInputError(
+                f"decode needs one token and one position per slot; got {len(slots_np)} "
+                f"slots, {len(tokens)} tokens, {len(pos_np)} positions"
+            )
+        if ((pos_np < 0) | (pos_np >= self.max_length)).any():
+            raise InvalidInputError(
+                f"positions must be in [0, {self.max_length}); got {pos_np.tolist()}"
+            )
+        return slots_np, pos_np
+
+    def _check_slots(self, slots: Sequence[int]) -> np.ndarray:
+        slots_np = np.asarray(slots, np.int64).reshape(-1)
+        bad = (slots_np < 0) | (slots_np >= self.num_slots)
+        if not len(slots_np) or bad.any() or len(np.unique(slots_np)) != len(slots_np):
+            raise InvalidInputError(
+                f"slots must be distinct, in [0, {self.num_slots}); got {slots_np.tolist()}"
+            )
+        return slots_np
 
     def _blocks(self, tokens: torch.Tensor, positions: torch.Tensor, mask: AttentionMask):
         bb = self.backbone

@@ -108,8 +108,8 @@ class Engine:
                 f"max_model_len must be in [1, n_positions={config.n_positions}]; got "
                 f"{max_model_len}", param="max_model_len",
             )  # fmt: skip
-        if max_queue < 0:
-            raise RequestError(f"max_queue must be at least 0; got {max_queue}")
+        if max_queue < 1:  # a request waits (is queued) from submit until it gets a slot
+            raise RequestError(f"max_queue must be at least 1; got {max_queue}")
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.framework = "tf" if type(model).__module__.startswith("gpt2_dual.tf.") else "pt"
         self.decoder = _decoder(self.framework)(model, max_num_seqs, self.max_model_len)
@@ -227,6 +227,11 @@ class Engine:
             self._thread.join()
         else:
             self.scheduler.abort_all()
+
+    @property
+    def closed(self) -> bool:
+        """``stop`` was called: no request is admitted (``/health`` answers 503)."""
+        return self.scheduler.closed
 
     def stats(self) -> Stats:
         """Counters and gauges for ``/metrics``."""

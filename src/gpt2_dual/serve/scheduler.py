@@ -107,8 +107,8 @@ class _Sequence:
 
     def __init__(self, request: Request, index: int, decode: Callable[[list[int]], str]) -> None:
         self.request, self.index = request, index
-        seed = request.params.seed
-        self.rng = np.random.default_rng([seed, index]) if seed is not None else None
+        seed = request.params.seed  # any int, as vLLM takes it (numpy wants it unsigned)
+        self.rng = np.random.default_rng([seed % 2**64, index]) if seed is not None else None
         self.tokens: list[int] = []
         self.text = TextStream(decode, request.params.stop)
         self.slot: int | None = None
