@@ -342,6 +342,7 @@ def test_a_full_queue_is_a_429_and_a_stopped_engine_a_503(folder):
         assert closed.status_code == 503
         assert closed.json()["error"]["message"] == "the server is shutting down; no new requests"
         assert closed.json()["error"]["type"] == "ServiceUnavailableError"
+        assert client.get("/health").status_code == 503  # load balancers stop sending
 
 
 def test_histograms_and_the_exposition_from_recent_samples():

@@ -313,3 +313,22 @@ def test_bitsandbytes_models_serve_their_own_greedy_tokens(tok, tmp_path, bits):
     out = engine.generate(ids, GREEDY, use_tqdm=False)
     for prompt, result in zip(ids, out, strict=True):
         assert result.outputs[0].token_ids == _generate(engine.model, prompt, 12)
+
+
+def test_run_in_the_calling_thread_until_stop(model, tok):
+    engine = Engine(model, tok, max_num_seqs=2)
+    seen: list = []
+
+    def stop_when_done(event):
+        seen.append(event)
+        if event.finish_reason:  # on the engine's thread: stop must not wait for itself
+            threading.Thread(target=engine.stop, args=(5.0,)).start()
+
+    engine.submit(tok.encode("Hello"), GREEDY, stop_when_done)
+    engine.run()  # returns once stopped and idle
+    assert seen[-1].finish_reason == "length" and engine.closed
+    assert sum(len(e.token_ids) for e in seen) == 12
+    with pytest.raises(RuntimeError, match="already runs"):
+        started = Engine(model, tok, max_num_seqs=1)
+        started.start()
+        started.run()

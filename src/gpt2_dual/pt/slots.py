@@ -37,8 +37,15 @@ import torch
 
 from gpt2_dual.errors import InvalidInputError
 from gpt2_dual.pt.attention import AttentionMask
+from gpt2_dual.pt.linear import pack_weights, using_packed
 
-__all__ = ["SlotCache", "SlotDecoder"]
+__all__ = ["PACK_ROWS", "SlotCache", "SlotDecoder"]
+
+#: Decode steps of at least this many rows read oneDNN-packed weights (where the CPU rule
+#: runs float32 products on oneDNN, or bf16 has native math), packed for ``PACK_HINT`` rows;
+#: smaller steps read the plain weights, as fast for one row (``pt/linear.pack_weights``).
+PACK_ROWS = 4
+PACK_HINT = 16
 
 
 class SlotCache:
@@ -173,6 +180,8 @@ class SlotDecoder:
         self.cache = SlotCache(config.n_layer, shape, dtype, self.device)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.kv_bytes_per_slot = self.cache.nbytes_per_slot
+        # Steps of PACK_ROWS rows or more read weights packed for them (pt/linear.py).
+        self.packs = pack_weights(model.modules(), rows=PACK_HINT, float32=True)
 
     @torch.inference_mode()
     def prefill(self, slot: int, ids: Sequence[int], *, all_logits: bool = False) -> np.ndarray:
@@ -192,8 +201,9 @@ class SlotDecoder:
         self.cache.for_prefill(slot)
         tokens = torch.as_tensor(ids, dtype=torch.long, device=self.device)[None]  # (1, T)
         positions = torch.arange(T, device=self.device)[None]
-        x = self._blocks(tokens, positions, AttentionMask())  # (1, T, C)
-        return self._logits(x[0] if all_logits else x[0, -1])
+        with using_packed(self.packs if T >= PACK_ROWS else {}):
+            x = self._blocks(tokens, positions, AttentionMask())  # (1, T, C)
+            return self._logits(x[0] if all_logits else x[0, -1])
 
     @torch.inference_mode()
     def decode(
@@ -216,8 +226,9 @@ class SlotDecoder:
         self.cache.reserve(S)
         ok = torch.arange(S, device=self.device)[None, :] <= pos[:, None]  # (R, S)
         self.cache.for_decode(rows, slots_t, pos[slots_t], S)
-        x = self._blocks(tok[:, None], pos[:, None], AttentionMask(ok[:, None, None, :], ok))
-        return self._logits(x[slots_t, 0])
+        with using_packed(self.packs if rows >= PACK_ROWS else {}):
+            x = self._blocks(tok[:, None], pos[:, None], AttentionMask(ok[:, None, None, :], ok))
+            return self._logits(x[slots_t, 0])
 
     def _check_decode(self, slots, tokens, positions) -> tuple[np.ndarray, np.ndarray]:
         slots_np = self._check_slots(slots)

@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP app over an ``Engine`` (Starlette, as vLLM's FastAPI app serves it).
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /health`` (200, empty) and ``GET /metrics`` (Prometheus text, ``serve.metrics``).
+``GET /health`` (200, empty; 503 once stopping) and ``GET /metrics`` (Prometheus text,
+``serve.metrics``).
 
 - Every refusal is an OpenAI error object (``protocol.error_body``) with its status: 400 for a
   bad body or malformed JSON, 401 without the API key on ``/v1/*``, 404 for an unknown model
@@ -132,7 +133,9 @@ class _Api:
         return _json_response({"object": "list", "data": cards})
 
     async def health(self, request: Request) -> Response:
-        return Response(status_code=200)
+        """200 while the engine admits requests; 503 once it is stopping (load balancers
+        then send no more)."""
+        return Response(status_code=503 if self.engine.closed else 200)
 
     async def metrics(self, request: Request) -> Response:
         text = metrics.render(self.engine.stats(), self.names[0], ttft=self.ttft, e2e=self.e2e)
