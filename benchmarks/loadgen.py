@@ -66,7 +66,11 @@ class Prompts:
         self.words = sorted(
             t[1:]
             for t in vocab
-            if t.startswith("Ġ") and t[1:].isalpha() and t[1:].islower() and len(t) > 3
+            if t.startswith("Ġ")
+            and t[1:].isascii()  # byte-level pieces such as "âĸł" pass isalpha()
+            and t[1:].isalpha()
+            and t[1:].islower()
+            and len(t) > 3
         )
         self.tokenizer, self.tokens, self.seed = tokenizer, tokens, seed
 

@@ -122,3 +122,26 @@ def test_a_wrong_key_raises_authentication_error(server):
         with pytest.raises(openai.AuthenticationError) as info:
             wrong.completions.create(model=MODEL, prompt="x", max_tokens=1)
     assert info.value.status_code == 401
+
+
+def test_a_keras_model_serves_its_own_greedy_tokens(folder):
+    """The same app over ``gpt2_dual.tf``'s slot decoder: the folder loaded as a Keras model."""
+    pytest.importorskip("tensorflow")
+    import numpy as np
+    from http_fixtures import serving
+
+    with serving(folder, framework="tf") as live:
+        assert live.engine.framework == "tf"
+        with openai.OpenAI(base_url=f"{live.url}/v1", api_key=API_KEY, max_retries=0) as c:
+            outs = [
+                c.completions.create(model=MODEL, prompt=p, max_tokens=6, **GREEDY)
+                for p in ("Hello, I'm a", "The end")
+            ]
+        tok = live.engine.tokenizer
+        for prompt, out in zip(("Hello, I'm a", "The end"), outs, strict=True):
+            ids = tok.encode(prompt)
+            ref = live.engine.model.generate(
+                np.array([ids]), max_new_tokens=6, min_new_tokens=6, do_sample=False
+            )
+            expected = tok.decode(np.asarray(ref)[0, len(ids) :].tolist(), skip_special_tokens=True)
+            assert out.choices[0].text == expected

@@ -47,12 +47,15 @@ def _vllm_greedy(folder, max_tokens: int) -> str:
         "--served-model-name", "gpt2", "--max-num-seqs", "4",
     ]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env.pop("PYTHONPATH", None)
+    log_path = folder / "vllm.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", timeout=60)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            assert server.poll() is None, log_path.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "vLLM did not start in time"
             try:
                 client.models.list()
@@ -62,6 +65,7 @@ def _vllm_greedy(folder, max_tokens: int) -> str:
         out = client.completions.create(
             model="gpt2", prompt=PROMPT, max_tokens=max_tokens, temperature=0
         )
+        client.close()
         return out.choices[0].text
     finally:
         server.terminate()
@@ -69,6 +73,7 @@ def _vllm_greedy(folder, max_tokens: int) -> str:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
 
 
 def _ours(folder, max_tokens: int) -> str:
