@@ -28,7 +28,7 @@ PACKAGE = "gpt2_dual"
 
 LAYERS: dict[str, int] = {
     "errors": 0, "_io": 0, "outputs": 0, "cpu": 0,
-    "config": 1, "_config_checks": 1, "heads": 1, "quantization": 1, "_input_checks": 1,
+    "config": 1, "_config_checks": 1, "heads": 1, "quantization": 1, "_input_checks": 1, "_slot_checks": 1,
     "tokenizer": 1, "hub": 1, "generation": 1,
     "checkpoint": 2,
     "pt": 3, "tf": 3,

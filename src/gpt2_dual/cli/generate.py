@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from gpt2_dual.cli.loading import add_loading_flags, loading_options
 from gpt2_dual.generation.streamers import TextStreamer
 
 DEFAULT_MAX_NEW_TOKENS = 50
@@ -50,7 +51,6 @@ def add_parser(sub: Any) -> None:
     gen.add_argument(
         "--model", metavar="MODEL", help="the model as an option; then the argument is the prompt"
     )
-    gen.add_argument("--framework", choices=("pt", "tf"), help="default: pt if torch is installed")
     gen.add_argument(
         "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
         help=f"tokens to generate at most (default {DEFAULT_MAX_NEW_TOKENS})",
@@ -61,17 +61,7 @@ def add_parser(sub: Any) -> None:
     gen.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
     gen.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
     gen.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width")
-    gen.add_argument("--dtype", help="float32, float16, bfloat16 or auto")
-    bits = gen.add_mutually_exclusive_group()
-    bits.add_argument(
-        "--load-in-4bit", action="store_true",
-        help="bitsandbytes NF4 weights, double-quantized (pt only; needs gpt2_dual[bnb])",
-    )  # fmt: skip
-    bits.add_argument(
-        "--load-in-8bit", action="store_true",
-        help="bitsandbytes LLM.int8() weights (pt only; needs gpt2_dual[bnb])",
-    )  # fmt: skip
-    gen.add_argument("--device", help="cpu, cuda, cuda:0, gpu:0 or a device index")
+    add_loading_flags(gen)
     gen.add_argument(
         "--no-stream", action="store_true", help="print each continuation when it is complete"
     )
@@ -111,37 +101,6 @@ def _generate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.seed is not None:
         kwargs["seed"] = args.seed
     return kwargs
-
-
-def _quantization(args: argparse.Namespace) -> dict[str, Any]:
-    """``pipeline`` options for ``--load-in-4bit``/``--load-in-8bit`` (none without them): the
-    model card's settings (NF4, double quantization, float16 compute), the layers kept in full
-    precision in float16 unless ``--dtype`` says otherwise (transformers 4's rule)."""
-    if not (args.load_in_4bit or args.load_in_8bit):
-        return {}
-    flag = "--load-in-4bit" if args.load_in_4bit else "--load-in-8bit"
-    if args.framework == "tf":
-        raise ValueError(f"{flag} is bitsandbytes quantization, PyTorch only: use --framework pt")
-    from gpt2_dual.quantization import BitsAndBytesConfig
-
-    if args.load_in_4bit:
-        config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype="float16",
-        )  # fmt: skip
-    else:
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    return {
-        "framework": "pt",
-        "dtype": args.dtype or "float16",
-        "model_kwargs": {"quantization_config": config},
-    }
-
-
-def _device(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def _model_and_prompt(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -192,14 +151,13 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     kwargs = _generate_kwargs(args)
-    load = {"framework": args.framework, "dtype": args.dtype, **_quantization(args)}
+    load = loading_options(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines: not here
     from gpt2_dual.pipelines.factory import pipeline
 
     pipe = pipeline(
         "text-generation",
         model=args.model,
-        device=_device(args.device),
         **load,
     )
     stream = not args.no_stream and args.num_beams == 1

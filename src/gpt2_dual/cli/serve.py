@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gpt2_dual.cli.generate import _device, _quantization  # the same loading flags as generate
+from gpt2_dual.cli.loading import add_loading_flags, loading_options
 
 #: The environment variable read for the API key when ``--api-key`` is not given.
 ENV_API_KEY = "GPT2_DUAL_API_KEY"
@@ -49,18 +49,7 @@ def add_parser(sub: Any) -> None:
         "--api-key", metavar="KEY",
         help=f"requests without 'Authorization: Bearer KEY' get 401 (default: ${ENV_API_KEY})",
     )  # fmt: skip
-    p.add_argument("--framework", choices=("pt", "tf"), help="default: pt if torch is installed")
-    p.add_argument("--dtype", help="float32, float16, bfloat16 or auto")
-    bits = p.add_mutually_exclusive_group()
-    bits.add_argument(
-        "--load-in-4bit", action="store_true",
-        help="bitsandbytes NF4 weights (pt only; needs gpt2_dual[bnb])",
-    )  # fmt: skip
-    bits.add_argument(
-        "--load-in-8bit", action="store_true",
-        help="bitsandbytes LLM.int8() weights (pt only; needs gpt2_dual[bnb])",
-    )  # fmt: skip
-    p.add_argument("--device", help="cpu, cuda, cuda:0, gpu:0 or a device index")
+    add_loading_flags(p)
     p.add_argument(
         "--max-num-seqs", type=int, default=16, metavar="N",
         help="sequences decoded together, one KV slot each (default 16)",
@@ -134,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     api_key = args.api_key or os.environ.get(ENV_API_KEY) or None
     chat_template = _chat_template(args.chat_template)
-    load = {"framework": args.framework, "dtype": args.dtype, **_quantization(args)}
+    load = loading_options(args)
     logging.getLogger("gpt2_dual.serve").setLevel(logging.INFO)  # the "serving ... on URL" line
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     serve = _serve_function()
@@ -144,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         framework=load["framework"],
         dtype=load["dtype"],
-        device=_device(args.device),
+        device=load["device"],
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
         max_queue=args.max_queue,
         chat_template=chat_template,
-        **load.get("model_kwargs", {}),
+        **load["model_kwargs"],
     )
     return serve(
         engine,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2_dual.errors import InvalidInputError
+from gpt2_dual import _slot_checks as checks
 from gpt2_dual.pt.attention import AttentionMask
 from gpt2_dual.pt.linear import pack_weights, using_packed
 
@@ -165,12 +165,7 @@ class SlotDecoder:
 
     def __init__(self, model: Any, num_slots: int, max_length: int) -> None:
         config = model.config
-        if num_slots < 1:
-            raise InvalidInputError(f"num_slots must be at least 1; got {num_slots}")
-        if not 1 <= max_length <= config.n_positions:
-            raise InvalidInputError(
-                f"max_length must be in [1, n_positions={config.n_positions}]; got {max_length}"
-            )
+        checks.check_sizes(config.n_positions, num_slots, max_length)
         self.model = model.eval()
         self.backbone = model._backbone()
         self.num_slots, self.max_length = num_slots, max_length
@@ -192,11 +187,8 @@ class SlotDecoder:
             when ``all_logits`` (prompt logprobs).
         """
         T = len(ids)
-        if not 1 <= T <= self.max_length:
-            raise InvalidInputError(
-                f"a prompt of {T} tokens does not fit a slot of {self.max_length}"
-            )
-        self._check_slots([slot])
+        checks.check_prompt(T, self.max_length)
+        checks.check_slots([slot], self.num_slots)
         self.cache.reserve(T)
         self.cache.for_prefill(slot)
         tokens = torch.as_tensor(ids, dtype=torch.long, device=self.device)[None]  # (1, T)
@@ -214,7 +206,9 @@ class SlotDecoder:
         Returns:
             ``(len(slots), V)`` float32 logits, in the order of ``slots``.
         """
-        slots_np, pos_np = self._check_decode(slots, tokens, positions)
+        slots_np, pos_np = checks.check_decode(
+            slots, tokens, positions, self.num_slots, self.max_length
+        )
         rows = int(slots_np.max()) + 1
         tok = torch.zeros(rows, dtype=torch.long)
         pos = torch.zeros(rows, dtype=torch.long)
@@ -229,29 +223,6 @@ class SlotDecoder:
         with using_packed(self.packs if rows >= PACK_ROWS else {}):
             x = self._blocks(tok[:, None], pos[:, None], AttentionMask(ok[:, None, None, :], ok))
             return self._logits(x[slots_t, 0])
-
-    def _check_decode(self, slots, tokens, positions) -> tuple[np.ndarray, np.ndarray]:
-        slots_np = self._check_slots(slots)
-        pos_np = np.asarray(positions, np.int64).reshape(-1)
-        if not len(slots_np) == len(tokens) == len(pos_np):
-            raise InvalidInputError(
-                f"decode needs one token and one position per slot; got {len(slots_np)} "
-                f"slots, {len(tokens)} tokens, {len(pos_np)} positions"
-            )
-        if ((pos_np < 0) | (pos_np >= self.max_length)).any():
-            raise InvalidInputError(
-                f"positions must be in [0, {self.max_length}); got {pos_np.tolist()}"
-            )
-        return slots_np, pos_np
-
-    def _check_slots(self, slots: Sequence[int]) -> np.ndarray:
-        slots_np = np.asarray(slots, np.int64).reshape(-1)
-        bad = (slots_np < 0) | (slots_np >= self.num_slots)
-        if not len(slots_np) or bad.any() or len(np.unique(slots_np)) != len(slots_np):
-            raise InvalidInputError(
-                f"slots must be distinct, in [0, {self.num_slots}); got {slots_np.tolist()}"
-            )
-        return slots_np
 
     def _blocks(self, tokens: torch.Tensor, positions: torch.Tensor, mask: AttentionMask):
         bb = self.backbone

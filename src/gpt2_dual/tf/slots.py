@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from gpt2_dual.errors import InvalidInputError
+from gpt2_dual import _slot_checks as checks
 from gpt2_dual.tf.attention import AttentionMask
 
 __all__ = ["SlotCache", "SlotDecoder"]
@@ -201,12 +201,7 @@ class SlotDecoder:
         self, model: Any, num_slots: int, max_length: int, *, jit_compile: bool | None = None
     ) -> None:
         config = model.config
-        if num_slots < 1:
-            raise InvalidInputError(f"num_slots must be at least 1; got {num_slots}")
-        if not 1 <= max_length <= config.n_positions:
-            raise InvalidInputError(
-                f"max_length must be in [1, n_positions={config.n_positions}]; got {max_length}"
-            )
+        checks.check_sizes(config.n_positions, num_slots, max_length)
         self.model = model
         self.backbone = model._backbone()
         self.num_slots, self.max_length = num_slots, max_length
@@ -232,11 +227,8 @@ class SlotDecoder:
             when ``all_logits`` (prompt logprobs).
         """
         T = len(ids)
-        if not 1 <= T <= self.max_length:
-            raise InvalidInputError(
-                f"a prompt of {T} tokens does not fit a slot of {self.max_length}"
-            )
-        self._check_slots([slot])
+        checks.check_prompt(T, self.max_length)
+        checks.check_slots([slot], self.num_slots)
         W = bucket(T, MIN_BUCKET, self.max_length)
         tokens = np.zeros((1, W), np.int32)  # right-padded with id 0
         tokens[0, :T] = ids
@@ -254,17 +246,9 @@ class SlotDecoder:
         Returns:
             ``(len(slots), V)`` float32 logits, in the order of ``slots``.
         """
-        slots_np = self._check_slots(slots)
-        pos_np = np.asarray(positions, np.int64).reshape(-1)
-        if len(tokens) != len(slots_np) or len(pos_np) != len(slots_np):
-            raise InvalidInputError(
-                f"decode needs one token and one position per slot; got {len(slots_np)} "
-                f"slots, {len(tokens)} tokens, {len(pos_np)} positions"
-            )
-        if pos_np.min() < 0 or pos_np.max() >= self.max_length:
-            raise InvalidInputError(
-                f"positions must be in [0, {self.max_length}); got {pos_np.tolist()}"
-            )
+        slots_np, pos_np = checks.check_decode(
+            slots, tokens, positions, self.num_slots, self.max_length
+        )
         R = bucket(int(slots_np.max()) + 1, 1, self.num_slots)
         tok = np.zeros(R, np.int32)
         pos = np.zeros(R, np.int32)
@@ -275,15 +259,6 @@ class SlotDecoder:
             tf.constant(tok), tf.constant(pos), tf.constant(active), S
         ).numpy()  # (R, V)
         return logits[slots_np]
-
-    def _check_slots(self, slots: Sequence[int]) -> np.ndarray:
-        slots_np = np.asarray(slots, np.int64).reshape(-1)
-        bad = (slots_np < 0) | (slots_np >= self.num_slots)
-        if not len(slots_np) or bad.any() or len(np.unique(slots_np)) != len(slots_np):
-            raise InvalidInputError(
-                f"slots must be distinct, in [0, {self.num_slots}); got {slots_np.tolist()}"
-            )
-        return slots_np
 
     def _prefill_step(
         self, tokens: tf.Tensor, slot: tf.Tensor, last: tf.Tensor, all_logits: bool
