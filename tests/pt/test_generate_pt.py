@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 import gpt2_dual.pt as gpt  # noqa: E402
 import gpt2_dual.pt.generate as generation  # noqa: E402
-from gpt2_dual.pt.linear import bf16_packing_available  # noqa: E402
+from gpt2_dual.pt.linear import bf16_packing_available, onednn_by_default  # noqa: E402
 
 PROMPT = torch.tensor([[5, 17, 42, 8, 61, 23], [70, 3, 3, 19, 88, 41]])
 GREEDY = dict(max_new_tokens=6, eos_token_id=None, pad_token_id=0)
@@ -143,6 +143,34 @@ def test_model_card_calls_run_on_cpu(tmp_path):
 @pytest.mark.skipif(
     not bf16_packing_available(), reason="no oneDNN bf16 weight packing on this CPU"
 )
+def test_batched_float32_generate_on_packed_weights_equals_plain(monkeypatch):
+    """Packed where the CPU rule runs float32 on oneDNN (AMD x86); elsewhere nothing is."""
+    import contextlib
+
+    model = _model()
+    prompts = torch.randint(
+        0, model.config.vocab_size, (4, 5), generator=torch.Generator().manual_seed(1)
+    )
+    packing, counts = generation.packed_weights, []
+
+    @contextlib.contextmanager
+    def counted(modules, rows=1):
+        with packing(modules, rows) as count:
+            counts.append(count)
+            yield count
+
+    monkeypatch.setattr(generation, "packed_weights", counted)
+    packed = model.generate(prompts, **GREEDY)  # 4 rows: packed float32
+    single = model.generate(prompts[:1], **GREEDY)  # 1 row: plain
+    products = 4 * model.config.n_layer + 1 if onednn_by_default() else 0
+    assert counts == [products, 0]
+    monkeypatch.setattr(
+        generation, "packed_weights", lambda modules, rows=1: contextlib.nullcontext(0)
+    )
+    assert torch.equal(model.generate(prompts, **GREEDY), packed)
+    assert torch.equal(single, packed[:1])
+
+
 def test_bf16_generate_on_packed_weights_equals_plain(monkeypatch):
     import contextlib
 
@@ -150,8 +178,8 @@ def test_bf16_generate_on_packed_weights_equals_plain(monkeypatch):
     packing, counts = generation.packed_weights, []
 
     @contextlib.contextmanager
-    def counted(modules):
-        with packing(modules) as count:
+    def counted(modules, rows=1):
+        with packing(modules, rows) as count:
             counts.append(count)
             yield count
 
@@ -159,6 +187,8 @@ def test_bf16_generate_on_packed_weights_equals_plain(monkeypatch):
     packed = model.generate(PROMPT, num_beams=2, **GREEDY)
     packed_greedy = model.generate(PROMPT, **GREEDY)
     assert counts == [4 * model.config.n_layer + 1] * 2  # every block product and the LM head
-    monkeypatch.setattr(generation, "packed_weights", lambda modules: contextlib.nullcontext(0))
+    monkeypatch.setattr(
+        generation, "packed_weights", lambda modules, rows=1: contextlib.nullcontext(0)
+    )
     assert torch.equal(model.generate(PROMPT, num_beams=2, **GREEDY), packed)
     assert torch.equal(model.generate(PROMPT, **GREEDY), packed_greedy)

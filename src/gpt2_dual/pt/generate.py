@@ -86,7 +86,8 @@ class GenerationMixin(HasGenerationConfig):
         run = Run(self, config, resolved, stop, streamer, generator, static=static, step=step)
         ids_t = torch.as_tensor(ids, device=device)
         mask_t = None if mask is None else torch.as_tensor(mask, device=device)
-        with packed_weights(self.modules()):  # bf16 CPU decoding: see pt/linear.py
+        rows = ids_t.shape[0] * max(config.num_beams, config.num_return_sequences)
+        with packed_weights(self.modules(), rows):  # CPU decoding: see pt/linear.py
             if resolved.mode.startswith("beam"):
                 return beam_search(run, ids_t, mask_t)
             return decode(run, ids_t, mask_t)

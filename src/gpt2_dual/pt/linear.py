@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "PACK_HINT",
+    "PACK_ROWS",
     "Conv1D",
     "Linear",
     "bf16_packing_available",
@@ -101,6 +103,10 @@ def _onednn_on(x: Tensor, weight: Tensor) -> bool:
     )
 
 
+#: Products of at least this many rows read packed float32 weights (``packed_weights``), packed
+#: for ``PACK_HINT`` rows; fewer rows read the plain ones, as fast for one row.
+PACK_ROWS = 4
+PACK_HINT = 16
 #: ``id(weight) -> (weight, packed)`` while ``packed_weights`` is active: oneDNN-packed copies.
 _PACKED: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -163,21 +169,28 @@ def using_packed(packs: dict[int, tuple[Tensor, Tensor]]) -> Iterator[int]:
 
 
 @contextmanager
-def packed_weights(modules: Iterable[nn.Module]) -> Iterator[int]:
-    """Inside, inference products of these ``Conv1D``/``Linear`` layers with bfloat16 CPU
-    weights read oneDNN-packed copies of them, made on entry and freed on exit.
+def packed_weights(modules: Iterable[nn.Module], rows: int = 1) -> Iterator[int]:
+    """Inside, inference products of these ``Conv1D``/``Linear`` layers read oneDNN-packed
+    copies of their CPU weights, made on entry and freed on exit: bfloat16 weights always
+    (where the CPU has bf16 math), float32 weights when the products have at least
+    ``PACK_ROWS`` rows and the CPU rule runs float32 on oneDNN.
 
-    A decode step is a matrix-vector product per layer that reads every weight once: packed
-    in oneDNN's blocked layout, bf16 weights stream at 55 GB/s against 20 for the plain
-    layouts (``benchmarks/bench_generate.py``, AMD EPYC with AVX-512 BF16; float32 gains
-    nothing for one row and is left as it is). Same numbers bit for bit. Costs one more copy
-    of those weights while active and ~0.1 s per 250 MB to pack. Gradients never use the
-    copies.
+    A one-row decode step is a matrix-vector product per layer that reads every weight once:
+    packed in oneDNN's blocked layout, bf16 weights stream at 55 GB/s against 20 for the plain
+    layouts (``benchmarks/bench_generate.py``, AMD EPYC with AVX-512 BF16); float32 gains
+    nothing there. Batched steps gain in float32 too (``pack_weights``). Costs one more copy of
+    those weights while active and ~0.1 s per 250 MB to pack. Gradients never use the copies.
+
+    Args:
+        modules: the layers (``model.modules()``).
+        rows: rows of the products to come (batch x beams in ``generate``).
 
     Yields:
-        How many weights were packed (0 where ``bf16_packing_available()`` is False).
+        How many weights were packed.
     """
-    with using_packed(pack_weights(modules)) as count:
+    batched = rows >= PACK_ROWS
+    packs = pack_weights(modules, rows=PACK_HINT if batched else 1, float32=batched)
+    with using_packed(packs) as count:
         yield count
 
 

@@ -37,15 +37,9 @@ import torch
 
 from gpt2_dual import _slot_checks as checks
 from gpt2_dual.pt.attention import AttentionMask
-from gpt2_dual.pt.linear import pack_weights, using_packed
+from gpt2_dual.pt.linear import PACK_HINT, PACK_ROWS, pack_weights, using_packed
 
-__all__ = ["PACK_ROWS", "SlotCache", "SlotDecoder"]
-
-#: Decode steps of at least this many rows read oneDNN-packed weights (where the CPU rule
-#: runs float32 products on oneDNN, or bf16 has native math), packed for ``PACK_HINT`` rows;
-#: smaller steps read the plain weights, as fast for one row (``pt/linear.pack_weights``).
-PACK_ROWS = 4
-PACK_HINT = 16
+__all__ = ["SlotCache", "SlotDecoder"]
 
 
 class SlotCache:
