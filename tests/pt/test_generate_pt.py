@@ -4,6 +4,7 @@ The behaviour both frameworks share is in ``tests/test_generate.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -140,55 +141,51 @@ def test_model_card_calls_run_on_cpu(tmp_path):
         tokenizer("Hello").to("cpu")
 
 
-@pytest.mark.skipif(
-    not bf16_packing_available(), reason="no oneDNN bf16 weight packing on this CPU"
-)
+def _count_packing(monkeypatch) -> list[int]:
+    """Make ``generate`` record how many weights each call packs; returns the record."""
+    packing, counts = generation.packed_weights, []
+
+    @contextlib.contextmanager
+    def counted(modules, rows=1):
+        with packing(modules, rows) as count:
+            counts.append(count)
+            yield count
+
+    monkeypatch.setattr(generation, "packed_weights", counted)
+    return counts
+
+
+def _no_packing(monkeypatch) -> None:
+    monkeypatch.setattr(
+        generation, "packed_weights", lambda modules, rows=1: contextlib.nullcontext(0)
+    )
+
+
 def test_batched_float32_generate_on_packed_weights_equals_plain(monkeypatch):
     """Packed where the CPU rule runs float32 on oneDNN (AMD x86); elsewhere nothing is."""
-    import contextlib
-
     model = _model()
     prompts = torch.randint(
         0, model.config.vocab_size, (4, 5), generator=torch.Generator().manual_seed(1)
     )
-    packing, counts = generation.packed_weights, []
-
-    @contextlib.contextmanager
-    def counted(modules, rows=1):
-        with packing(modules, rows) as count:
-            counts.append(count)
-            yield count
-
-    monkeypatch.setattr(generation, "packed_weights", counted)
+    counts = _count_packing(monkeypatch)
     packed = model.generate(prompts, **GREEDY)  # 4 rows: packed float32
     single = model.generate(prompts[:1], **GREEDY)  # 1 row: plain
     products = 4 * model.config.n_layer + 1 if onednn_by_default() else 0
     assert counts == [products, 0]
-    monkeypatch.setattr(
-        generation, "packed_weights", lambda modules, rows=1: contextlib.nullcontext(0)
-    )
+    _no_packing(monkeypatch)
     assert torch.equal(model.generate(prompts, **GREEDY), packed)
     assert torch.equal(single, packed[:1])
 
 
+@pytest.mark.skipif(
+    not bf16_packing_available(), reason="no oneDNN bf16 weight packing on this CPU"
+)
 def test_bf16_generate_on_packed_weights_equals_plain(monkeypatch):
-    import contextlib
-
     model = _model().to(torch.bfloat16)
-    packing, counts = generation.packed_weights, []
-
-    @contextlib.contextmanager
-    def counted(modules, rows=1):
-        with packing(modules, rows) as count:
-            counts.append(count)
-            yield count
-
-    monkeypatch.setattr(generation, "packed_weights", counted)
+    counts = _count_packing(monkeypatch)
     packed = model.generate(PROMPT, num_beams=2, **GREEDY)
     packed_greedy = model.generate(PROMPT, **GREEDY)
     assert counts == [4 * model.config.n_layer + 1] * 2  # every block product and the LM head
-    monkeypatch.setattr(
-        generation, "packed_weights", lambda modules, rows=1: contextlib.nullcontext(0)
-    )
+    _no_packing(monkeypatch)
     assert torch.equal(model.generate(PROMPT, num_beams=2, **GREEDY), packed)
     assert torch.equal(model.generate(PROMPT, **GREEDY), packed_greedy)

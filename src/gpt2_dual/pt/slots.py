@@ -68,7 +68,7 @@ class SlotCache:
     def __init__(
         self, n_layer: int, shape: tuple[int, int, int, int], dtype: torch.dtype, device: Any
     ) -> None:
-        self.shape, self.max_length = shape, shape[2]
+        self.max_length = shape[2]
         start = (*shape[:2], min(self.GROW, self.max_length), shape[3])
         self.keys = [torch.zeros(start, dtype=dtype, device=device) for _ in range(n_layer)]
         self.values = [torch.zeros(start, dtype=dtype, device=device) for _ in range(n_layer)]

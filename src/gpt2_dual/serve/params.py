@@ -88,25 +88,25 @@ class SamplingParams:
         self._check_floats()
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise _bad("stop", "non-empty strings", list(self.stop))
-        if any(not _is_int(t) or t < 0 for t in self.stop_token_ids):
+        if any(not is_int(t) or t < 0 for t in self.stop_token_ids):
             raise _bad("stop_token_ids", "non-negative integers", list(self.stop_token_ids))
 
     def _check_ints(self) -> None:
-        if not _is_int(self.n) or not 1 <= self.n <= MAX_N:
+        if not is_int(self.n) or not 1 <= self.n <= MAX_N:
             raise _bad("n", f"an integer in [1, {MAX_N}]", self.n)
-        if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 1):
+        if self.max_tokens is not None and (not is_int(self.max_tokens) or self.max_tokens < 1):
             raise _bad("max_tokens", "at least 1", self.max_tokens)
-        if not _is_int(self.top_k) or self.top_k < -1:
+        if not is_int(self.top_k) or self.top_k < -1:
             raise _bad("top_k", "-1, 0 (off) or at least 1", self.top_k)
-        if not _is_int(self.min_tokens) or self.min_tokens < 0:
+        if not is_int(self.min_tokens) or self.min_tokens < 0:
             raise _bad("min_tokens", "at least 0", self.min_tokens)
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise _bad("min_tokens", f"at most max_tokens={self.max_tokens}", self.min_tokens)
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or not 0 <= value <= MAX_LOGPROBS):
+            if value is not None and (not is_int(value) or not 0 <= value <= MAX_LOGPROBS):
                 raise _bad(name, f"an integer in [0, {MAX_LOGPROBS}]", value)
-        if self.seed is not None and not _is_int(self.seed):
+        if self.seed is not None and not is_int(self.seed):
             raise _bad("seed", "an integer", self.seed)
 
     def _check_floats(self) -> None:
@@ -137,5 +137,6 @@ class SamplingParams:
         )
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON and Python both let True pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpt2_dual.errors import RequestError
-from gpt2_dual.serve.params import SamplingParams
+from gpt2_dual.serve.params import SamplingParams, is_int
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _int_list(body: dict, name: str) -> tuple[int, ...]:
     value = body.get(name)
     if value is None:
         return ()
-    if isinstance(value, list) and all(_is_int(v) for v in value):
+    if isinstance(value, list) and all(is_int(v) for v in value):
         return tuple(value)
     raise RequestError(f"{name} must be an array of integers; got {_describe(value)}", param=name)
 
@@ -282,10 +282,6 @@ def _stream(body: dict) -> tuple[bool, bool]:
     return stream, _get(options, "include_usage", bool, True)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _prompts(value: Any, tokenizer: Any) -> tuple[list[list[int]], list[str | None]]:
     """A string, strings, token ids or lists of token ids -> (id lists, texts)."""
     if value is None:
@@ -295,9 +291,9 @@ def _prompts(value: Any, tokenizer: Any) -> tuple[list[list[int]], list[str | No
     if isinstance(value, list) and value:
         if all(isinstance(p, str) for p in value):
             return [list(tokenizer.encode(p)) for p in value], list(value)
-        if all(_is_int(t) for t in value):
+        if all(is_int(t) for t in value):
             return [list(value)], [None]
-        if all(isinstance(p, list) and all(_is_int(t) for t in p) for p in value):
+        if all(isinstance(p, list) and all(is_int(t) for t in p) for p in value):
             return [list(p) for p in value], [None] * len(value)
     raise RequestError(
         "prompt must be a string, an array of strings, an array of token ids or an array of "
