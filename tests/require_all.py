@@ -26,7 +26,8 @@ import pytest
 REQUIRED = {
     "torch", "tensorflow", "keras", "tf_keras", "transformers", "keras_hub", "peft",
     "accelerate", "hypothesis", "h5py", "tiktoken", "tiktoken_ext", "gpt2_dual", "bitsandbytes",
-    "uvicorn", "starlette", "openai", "httpx", "jinja2",
+    "torchao",
+    "uvicorn", "starlette", "openai", "httpx", "jinja2", "tensorboard",
 }  # fmt: skip
 _NAME = r"[\w.]+"
 #: The wordings of a skip for a missing module (the whole stripped reason, any case).

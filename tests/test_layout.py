@@ -12,7 +12,7 @@ Layers, lowest first (a module may import its own layer and those below):
    ``tokenizer/``, ``hub/``, ``generation/``;
 2. ``checkpoint/``: formats, the weight-name table, reading;
 3. ``pt/`` and ``tf/`` (neither imports the other);
-4. ``pipelines/``, ``convert/`` and ``serve/``: built on the models;
+4. ``pipelines/``, ``convert/``, ``serve/`` and ``train/``: built on the models;
 5. ``cli/``, ``__main__`` and the package's own ``__init__`` (the public facade).
 """
 
@@ -32,7 +32,7 @@ LAYERS: dict[str, int] = {
     "tokenizer": 1, "hub": 1, "generation": 1,
     "checkpoint": 2,
     "pt": 3, "tf": 3,
-    "pipelines": 4, "convert": 4, "serve": 4,
+    "pipelines": 4, "convert": 4, "serve": 4, "train": 4,
     "cli": 5, "__main__": 5, "": 5,
 }  # fmt: skip
 

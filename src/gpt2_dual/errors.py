@@ -26,6 +26,8 @@ More specific classes, all defined here:
 - ``QuantizedModelError`` (ValueError): a float-weight operation asked of a quantized model.
 - ``RequestError`` (ValueError): a request the server (``gpt2_dual.serve``) refuses, with its
   HTTP status and OpenAI error type; ``QueueFullError`` (429) and ``EngineClosedError`` (503).
+- ``TrainingError`` (RuntimeError): a training run that cannot start or go on (an output folder
+  that holds another run, a loss that turned NaN, a checkpoint that cannot be resumed).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "HubError", "InputError", "InputTypeError", "InvalidInputError", "LocalFolderNotFound",
     "EngineClosedError", "MalformedFileError", "OfflineMiss", "OutOfRangeError",
     "QuantizedModelError", "QueueFullError", "RepoNotFound", "RequestError", "RevisionNotFound",
+    "TrainingError",
 ]  # fmt: skip
 
 
@@ -161,3 +164,7 @@ class EngineClosedError(RequestError):
     """The engine is shutting down or stopped and admits no request (HTTP 503)."""
 
     default_status = 503
+
+
+class TrainingError(GPT2DualError, RuntimeError):
+    """A training run that cannot start or go on; the message names the folder or the step."""

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gpt2_dual
-from gpt2_dual.cli import convert, demo, generate, inspect, serve, tokenize
+from gpt2_dual.cli import convert, demo, evaluate, generate, inspect, serve, tokenize, train
 from gpt2_dual.errors import GPT2DualError
 
 __all__ = ["USER_ERRORS", "build_parser", "is_user_error", "main"]
@@ -38,7 +38,7 @@ _PACKAGE = Path(gpt2_dual.__file__).resolve().parent
 
 VERBOSE_HELP = "log at INFO level; show tracebacks"
 #: Subcommand modules: each has ``add_parser(subparsers)`` and sets ``run`` on its parser.
-COMMANDS = (demo, convert, inspect, tokenize, generate, serve)
+COMMANDS = (demo, convert, inspect, tokenize, generate, serve, train, evaluate)
 
 
 class CommandParser(argparse.ArgumentParser):
