@@ -114,6 +114,19 @@ def test_run_leaves_a_model_transformers_loads(model_dir: Path, text: Path, tmp_
     assert_close(evals[-1]["eval_loss"], loss, what="eval_loss vs transformers")
     assert abs(evals[-1]["eval_perplexity"] - np.exp(loss)) <= 1e-4 * np.exp(loss)
 
+    # gpt2-dual serve's engine takes the folder: its greedy tokens are transformers' own
+    from gpt2_dual.serve import Engine, SamplingParams
+
+    prompt = ids[:5]
+    with torch.no_grad():
+        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                                      pad_token_id=0)[0, 5:].tolist()  # fmt: skip
+    engine = Engine.from_pretrained(out, max_num_seqs=2)
+    (served,) = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=6,
+                                                         ignore_eos=True), use_tqdm=False)  # fmt: skip
+    engine.stop()
+    assert list(served.outputs[0].token_ids) == expected
+
 
 def test_tf_sgd_equals_pt_sgd(model_dir: Path, text: Path, tmp_path: Path):
     pytest.importorskip("tensorflow")

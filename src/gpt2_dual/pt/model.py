@@ -92,7 +92,7 @@ class GPT2PreTrainedModel(TrainingMixin, EmbeddingsMixin, nn.Module, PushToHubMi
         self.tie_weights()
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
-        if getattr(self, "is_quantized", False):  # checked before any tensor changes
+        if getattr(self, "quantization_method", None) == "bitsandbytes":  # before any change
             from gpt2_dual.pt.bnb import check_cast
 
             check_cast(self, fn)

@@ -144,7 +144,8 @@ class SlotDecoder:
 
     Args:
         model: a ``gpt2_dual.pt`` model with an LM head (``GPT2LMHeadModel``,
-            ``GPT2DoubleHeadsModel``), in eval mode; bitsandbytes-quantized models work too.
+            ``GPT2DoubleHeadsModel``), in eval mode; bitsandbytes- and torchao int8-quantized
+            models work too.
         num_slots: ``N``, sequences held at once.
         max_length: ``L``, positions per slot (prompt + generated), at most ``n_positions``.
 

@@ -40,9 +40,11 @@ from gpt2_dual.checkpoint.names import BACKBONE_ATTR, HF_PREFIX, Param, is_backb
 from gpt2_dual.checkpoint.tf_h5 import H5Reader
 from gpt2_dual.checkpoint.torch_bin import read_bin
 from gpt2_dual.config import GPT2Config
+from gpt2_dual.errors import QuantizedModelError
 from gpt2_dual.generation.config import load_for_model
 from gpt2_dual.pt import bnb_load
 from gpt2_dual.pt import pretrained_io as files
+from gpt2_dual.quantization import as_torchao
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +154,11 @@ def load_canonical(model: nn.Module, state: Any, *, strict: bool = True) -> Load
 
 
 def _refuse_quantized(model: nn.Module, what: str, instead: str) -> None:
+    if getattr(model, "quantization_method", None) == "torchao":
+        raise QuantizedModelError(
+            f"{what} works on float weights, but {type(model).__name__} is quantized with "
+            "torchao (int8_weight_only); use the float model"
+        )
     if getattr(model, "is_quantized", False):
         raise TypeError(
             f"{what} works on float weights, but {type(model).__name__} is quantized with "
@@ -251,6 +258,9 @@ def from_pretrained(
             (``gpt2_dual.quantization``). A checkpoint saved quantized (its ``config.json``
             has a bitsandbytes ``quantization_config``) loads quantized without it.
             ``dtype=None`` then means float16, transformers 4's rule. Needs the ``bnb`` extra.
+            A ``gpt2_dual.quantization.TorchAoConfig`` (or transformers' ``TorchAoConfig`` with
+            ``Int8WeightOnlyConfig()``): the float model is loaded, then every product made
+            int8 weight-only (``gpt2_dual.pt.torchao_int8``; the ``torchao`` extra).
         **config_overrides: GPT2Config fields to override (e.g. ``num_labels=3``).
 
     Returns:
@@ -292,6 +302,9 @@ def from_pretrained(
     else:
         view = loading.CanonicalView(read_bin(found.files))
     where = str(path_or_repo_id)
+    torchao = as_torchao(quantization_config)  # quantized once the float weights are in
+    if torchao is not None:
+        quantization_config = None
     quant = bnb_load.plan(config, view, quantization_config, where=where)
     dtype = files.resolve_dtype(quant.dtype(dtype) if quant else dtype, config, view)
     model = None
@@ -313,6 +326,10 @@ def from_pretrained(
         model.generation_config = load_for_model(path_or_repo_id, config, hub)
     if quant is not None:
         quant.finish(model)
+    if torchao is not None:
+        from gpt2_dual.pt.torchao_int8 import quantize
+
+        quantize(model, torchao)
     return model.eval()
 
 
@@ -400,9 +417,18 @@ def save_pretrained(
         The written files (``generation_config.json`` too for the LM heads), ``config.json``
         last.
 
+    Raises:
+        QuantizedModelError: a torchao int8 model (save the float one, quantize at load).
+
     Example:
         >>> model.save_pretrained("out/")  # then transformers' from_pretrained("out/") works
     """
+    if getattr(model, "quantization_method", None) == "torchao":
+        raise QuantizedModelError(
+            f"save_pretrained of a torchao int8 {type(model).__name__} is not supported: "
+            "transformers has no torchao layout for GPT-2's Conv1D; save the float model and "
+            "quantize at load (from_pretrained(..., quantization_config=TorchAoConfig()))"
+        )
     folder = Path(save_directory)
     state = _disk_state(model)
     written = files.write_weights(state, folder, max_shard_size, safe_serialization)
