@@ -9,7 +9,8 @@ threads; the two commands alternate, ``--repeats`` times, and the medians are co
 transformers run is ``run_clm``'s recipe cut to the same work: its own fast tokenizer,
 ``group_texts`` blocks, ``GPT2LMHeadModel(GPT2Config())``, ``Trainer`` with
 ``per_device_train_batch_size=4``, ``max_steps=30``, ``logging_steps=1``, no saving but the
-final model, no reporting.
+final model, no reporting, and ``USE_TF=0`` so that transformers does not import TensorFlow
+(which this environment has).
 
 Rows: wall seconds (median, min, max), the ratio, and from ``gpt2-dual train``'s own report the
 steady tokens/s of its steps and their share of the peak (forward + backward = 3x the forward's
@@ -95,7 +96,8 @@ def run_transformers(text: Path, work: Path, steps: int, threads: int) -> float:
     cmd = [sys.executable, "-c", TRANSFORMERS_SCRIPT, str(text), str(out), str(steps),
            str(BATCH), str(BLOCK)]  # fmt: skip
     start = time.perf_counter()
-    subprocess.run(cmd, env=_env(threads, work), capture_output=True, text=True, check=True)
+    env = dict(_env(threads, work), USE_TF="0")  # transformers' best case: no TensorFlow import
+    subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return time.perf_counter() - start
 
 
