@@ -146,8 +146,8 @@ def _count_packing(monkeypatch) -> list[int]:
     packing, counts = generation.packed_weights, []
 
     @contextlib.contextmanager
-    def counted(modules, rows=1):
-        with packing(modules, rows) as count:
+    def counted(modules, rows=1, **options):
+        with packing(modules, rows, **options) as count:
             counts.append(count)
             yield count
 
@@ -157,24 +157,53 @@ def _count_packing(monkeypatch) -> list[int]:
 
 def _no_packing(monkeypatch) -> None:
     monkeypatch.setattr(
-        generation, "packed_weights", lambda modules, rows=1: contextlib.nullcontext(0)
+        generation, "packed_weights", lambda modules, rows=1, **_: contextlib.nullcontext(0)
     )
 
 
-def test_batched_float32_generate_on_packed_weights_equals_plain(monkeypatch):
-    """Packed where the CPU rule runs float32 on oneDNN (AMD x86); elsewhere nothing is."""
+def test_float32_generate_on_packed_weights_equals_plain(monkeypatch):
+    """Packed where the CPU rule runs float32 on oneDNN (AMD x86), for batches (packed for 16
+    rows) and for one row (packed for one, kept); elsewhere nothing is."""
     model = _model()
     prompts = torch.randint(
         0, model.config.vocab_size, (4, 5), generator=torch.Generator().manual_seed(1)
     )
     counts = _count_packing(monkeypatch)
-    packed = model.generate(prompts, **GREEDY)  # 4 rows: packed float32
-    single = model.generate(prompts[:1], **GREEDY)  # 1 row: plain
+    packed = model.generate(prompts, **GREEDY)  # 4 rows
+    single = model.generate(prompts[:1], **GREEDY)  # 1 row
     products = 4 * model.config.n_layer + 1 if onednn_by_default() else 0
-    assert counts == [products, 0]
+    assert counts == [products, products]
     _no_packing(monkeypatch)
     assert torch.equal(model.generate(prompts, **GREEDY), packed)
+    assert torch.equal(model.generate(prompts[:1], **GREEDY), single)
     assert torch.equal(single, packed[:1])
+
+
+@pytest.mark.skipif(not onednn_by_default(), reason="float32 runs on oneDNN only on AMD x86")
+def test_kept_packs_are_reused_until_a_weight_changes(monkeypatch):
+    """generate keeps the packed copies on the model: the next call reuses them; a weight
+    changed in place is repacked (the tokens follow the new weights); moving the model drops
+    them."""
+    from gpt2_dual.pt.linear import _KEPT
+
+    model = _model()
+    first = model.generate(PROMPT, **GREEDY)
+    kept = model.__dict__[_KEPT][1]
+    assert len(kept) == 4 * model.config.n_layer + 1
+    assert torch.equal(model.generate(PROMPT, **GREEDY), first)
+    assert model.__dict__[_KEPT][1] is kept  # reused, not packed again
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.mul_(-3.0)
+    changed = model.generate(PROMPT, **GREEDY)
+    assert model.__dict__[_KEPT][1] is not kept
+    assert not torch.equal(changed, first)
+    reference = _model()
+    with torch.no_grad():
+        reference.transformer.h[0].mlp.c_fc.weight.mul_(-3.0)
+    _no_packing(monkeypatch)
+    assert torch.equal(reference.generate(PROMPT, **GREEDY), changed)  # plain weights
+    model.to(torch.float32)
+    assert _KEPT not in model.__dict__
 
 
 @pytest.mark.skipif(

@@ -87,7 +87,7 @@ class GenerationMixin(HasGenerationConfig):
         ids_t = torch.as_tensor(ids, device=device)
         mask_t = None if mask is None else torch.as_tensor(mask, device=device)
         rows = ids_t.shape[0] * max(config.num_beams, config.num_return_sequences)
-        with packed_weights(self.modules(), rows):  # CPU decoding: see pt/linear.py
+        with packed_weights(self.modules(), rows, keep_on=self):  # CPU decoding: pt/linear.py
             if resolved.mode.startswith("beam"):
                 return beam_search(run, ids_t, mask_t)
             return decode(run, ids_t, mask_t)

@@ -29,7 +29,7 @@ from gpt2_dual.pt.cache import DynamicCache, StaticCache, as_cache
 from gpt2_dual.pt.embeddings import EmbeddingsMixin, separate_tied_head
 from gpt2_dual.pt.inputs import as_tensors, check_head_inputs, check_inputs, fold, positions, unfold
 from gpt2_dual.pt.layers import MLP, Block
-from gpt2_dual.pt.linear import Conv1D
+from gpt2_dual.pt.linear import Conv1D, drop_kept_packs
 from gpt2_dual.pt.training import TrainingMixin
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class GPT2PreTrainedModel(TrainingMixin, EmbeddingsMixin, nn.Module, PushToHubMi
             from gpt2_dual.pt.bnb import check_cast
 
             check_cast(self, fn)
+        drop_kept_packs(self)  # generate's packed copies of the old weights
         return super()._apply(fn, recurse)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
