@@ -25,6 +25,7 @@ transformers = pytest.importorskip("transformers")
 import gpt2_dual.pt as gpt  # noqa: E402
 from gpt2_dual.pt import layers  # noqa: E402
 from gpt2_dual.pt.attention import Attention  # noqa: E402
+from gpt2_dual.pt.linear import Conv1D  # noqa: E402
 
 PAD = 98
 HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
@@ -69,7 +70,9 @@ def test_activation_matches_transformers(name):
 
 
 def test_unknown_activation_is_a_clear_error():
-    with pytest.raises(InvalidInputError, match=r"unknown activation 'gelu_fancy'; choose one of \["):
+    with pytest.raises(
+        InvalidInputError, match=r"unknown activation 'gelu_fancy'; choose one of \["
+    ):
         layers.activation("gelu_fancy")
 
 
@@ -123,9 +126,14 @@ def test_backends_switch_and_agree():
         assert {m.backend for m in model.modules() if isinstance(m, Attention)} == {"sdpa"}
         assert model.attn_implementation == model.transformer.attn_implementation == "sdpa"
         assert_close(model(ids, attention_mask=mask).logits, eager, "float32", "sdpa vs eager")
-    assert _attention_ops(model, ids, attention_mask=mask)["aten::scaled_dot_product_attention"] == layers_n
+    assert (
+        _attention_ops(model, ids, attention_mask=mask)["aten::scaled_dot_product_attention"]
+        == layers_n
+    )
     model.set_attn_implementation("eager")  # and back
-    assert _attention_ops(model, ids, attention_mask=mask)["aten::scaled_dot_product_attention"] == 0
+    assert (
+        _attention_ops(model, ids, attention_mask=mask)["aten::scaled_dot_product_attention"] == 0
+    )
 
 
 def test_left_padding_queries_are_finite_and_backends_agree_everywhere():
@@ -294,7 +302,9 @@ def _decode_steps(model, compiled, steps=3, device="cpu"):
             reference = model(
                 token, attention_mask=mask_i, past_key_values=reference.past_key_values
             )
-            assert_close(out.logits.cpu(), reference.logits.cpu(), "float32", f"compiled decode step {i}")
+            assert_close(
+                out.logits.cpu(), reference.logits.cpu(), "float32", f"compiled decode step {i}"
+            )
             if i == 0:  # every later step must reuse the graph
                 torch._dynamo.config.error_on_recompile = True
 
@@ -326,9 +336,13 @@ def _head_inputs(head: str) -> dict:
     elif head == "sequence_classification":
         inputs["labels"] = torch.randint(0, 3, (BATCH,), generator=g)
     elif head == "token_classification":
-        inputs["labels"] = torch.randint(0, 3, (BATCH, SEQ), generator=g).masked_fill(mask == 0, -100)
+        inputs["labels"] = torch.randint(0, 3, (BATCH, SEQ), generator=g).masked_fill(
+            mask == 0, -100
+        )
     elif head == "question_answering":
-        inputs.update(start_positions=torch.tensor([1, 3, SEQ + 3]), end_positions=torch.tensor([2, 6, 4]))
+        inputs.update(
+            start_positions=torch.tensor([1, 3, SEQ + 3]), end_positions=torch.tensor([2, 6, 4])
+        )
     return inputs
 
 
@@ -455,7 +469,12 @@ def test_init_weights_follow_transformers(init):
     normal draws has relative standard error 1/sqrt(2n)), for the default initializer_range
     and another one; LayerNorms take config.layer_norm_epsilon (not torch's equal default)."""
     config = tiny_config(
-        n_embd=256, n_head=4, n_inner=None, n_layer=2, initializer_range=init, layer_norm_epsilon=1e-3
+        n_embd=256,
+        n_head=4,
+        n_inner=None,
+        n_layer=2,
+        initializer_range=init,
+        layer_norm_epsilon=1e-3,
     )
     torch.manual_seed(0)
     model = gpt.GPT2DoubleHeadsModel(config)
@@ -537,3 +556,58 @@ def test_question_answering_loss_ignores_positions_outside_the_input():
     assert out.loss.item() != outside.loss.item()
     assert_close(outside.loss, first_two.loss, "float32", "row 3 ignored")
     assert out.start_logits.is_contiguous() and np.isfinite(out.loss.item())
+
+
+class RecordDraws(torch.overrides.TorchFunctionMode):
+    """Records the tensor (its data pointer and size) of every random initializer call that
+    runs: ``Tensor.normal_``/``uniform_`` and ``torch.nn.init``'s random ones (each counted
+    once: the mode is off while the call runs). Calls skipped on ``meta`` never reach it."""
+
+    RANDOM = {torch.Tensor.normal_, torch.Tensor.uniform_} | {
+        getattr(torch.nn.init, name)
+        for name in ("normal_", "uniform_", "trunc_normal_", "kaiming_uniform_",
+                     "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "orthogonal_")
+    }  # fmt: skip
+
+    def __init__(self):
+        super().__init__()
+        self.draws = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.RANDOM:
+            target = args[0] if args else kwargs["tensor"]
+            self.draws.append((target.data_ptr(), target.numel()))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("cls", "changes"),
+    [
+        (gpt.GPT2DoubleHeadsModel, {}),
+        (gpt.GPT2LMHeadModel, {"tie_word_embeddings": False}),
+        (gpt.GPT2ForTokenClassification, {}),
+        (gpt.GPT2Model, {"add_cross_attention": True}),
+    ],
+)
+def test_construction_draws_every_weight_once(cls, changes):
+    """Each Linear/Conv1D/Embedding weight (a tied one counted once) is drawn exactly once,
+    and nothing else is drawn: no draw on a constructor's tensor that init draws again."""
+    with RecordDraws() as recorder:
+        model = cls(tiny_config(**changes))
+    kinds = torch.nn.Linear | Conv1D | torch.nn.Embedding
+    weights = {
+        m.weight.data_ptr(): m.weight.numel() for m in model.modules() if isinstance(m, kinds)
+    }
+    assert sorted(recorder.draws) == sorted(weights.items())
+
+
+def test_conv1d_on_its_own_draws_its_weight_once():
+    """As transformers' Conv1D(nf, nx): weight ~ N(0, 0.02), bias 0."""
+    torch.manual_seed(0)
+    with RecordDraws() as recorder:
+        layer = Conv1D(300, 200)
+    assert recorder.draws == [(layer.weight.data_ptr(), 300 * 200)]
+    n = layer.weight.numel()
+    assert abs(layer.weight.std().item() / 0.02 - 1) < 6 / math.sqrt(2 * n)
+    assert not layer.bias.any()

@@ -456,7 +456,9 @@ def test_bfloat16_save_keeps_dtype_and_auto_restores_it(tmp_path):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b)
     default = gpt.GPT2LMHeadModel.from_pretrained(tmp_path / "out")  # "auto", as transformers 5
     assert {p.dtype for p in default.parameters()} == {torch.bfloat16}
-    old_default = gpt.GPT2LMHeadModel.from_pretrained(tmp_path / "out", dtype=None)  # transformers 4
+    old_default = gpt.GPT2LMHeadModel.from_pretrained(
+        tmp_path / "out", dtype=None
+    )  # transformers 4
     assert {p.dtype for p in old_default.parameters()} == {torch.float32}
 
 
@@ -512,3 +514,47 @@ def test_from_pretrained_through_the_hub(hub, tmp_path):
     assert any(p.endswith(hf.SAFE_INDEX) for p in hub.paths_requested("GET"))
     offline = gpt.GPT2LMHeadModel.from_pretrained("me/tiny-gpt2", local_files_only=True)
     _assert_same_outputs(offline, theirs, "lm")
+
+
+def _mixed_state():
+    """Tensors of every dtype save_pretrained may stream, in a deliberately unsorted order."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 5, generator=g)
+    return {
+        "h.1.w": torch.nn.Parameter(torch.randn(4, 3, generator=g)),  # requires grad
+        "bf16": torch.randn(3, 7, generator=g).to(torch.bfloat16),
+        "f16": torch.randn(5, generator=g).to(torch.float16),
+        "i8": torch.randint(-128, 128, (9,), dtype=torch.int8, generator=g),
+        "empty": torch.zeros(0, 4),
+        "transposed": base[:, 1:].t(),  # a non-contiguous view at an offset, as a tied head's
+        "a.scalar": torch.tensor(2.5, dtype=torch.float64),
+        "i64": torch.arange(3),
+        "u8": torch.arange(5, dtype=torch.uint8),
+        "i16": torch.arange(4, dtype=torch.int16),
+        "i32": torch.arange(2, dtype=torch.int32),
+        "u16": torch.arange(3).to(torch.uint16),
+        "mask": torch.tensor([True, False, True]),
+        "wte": base,  # the same storage as "transposed"
+    }
+
+
+@pytest.mark.parametrize("shard_size", ["5GB", 150])
+def test_streamed_safetensors_equal_safetensors_save(tmp_path, shard_size):
+    """Every file save_pretrained streams holds the bytes safetensors.torch.save returns for
+    the same tensors (made contiguous) and metadata."""
+    from safetensors.torch import save
+
+    from gpt2_dual.pt.pretrained_io import write_weights
+
+    state = _mixed_state()
+    written = write_weights(state, tmp_path, shard_size, True)
+    shards = [p for p in written if p.suffix == ".safetensors"]
+    assert (len(shards) > 1) == (shard_size == 150)
+    weight_map = {k: "model.safetensors" for k in state}
+    if len(shards) > 1:
+        weight_map = json.loads((tmp_path / hf.SAFE_INDEX).read_text())["weight_map"]
+    for path in shards:
+        tensors = {
+            k: v.detach().contiguous() for k, v in state.items() if weight_map[k] == path.name
+        }
+        assert path.read_bytes() == save(tensors, metadata={"format": "pt"}), path.name

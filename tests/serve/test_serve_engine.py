@@ -212,11 +212,14 @@ def test_stop_strings_and_stop_tokens(model, tok):
 
 def test_eos_stops_unless_ignored(model, tok):
     ids = tok.encode("Hello")
-    tokens = _generate(model, ids, 5)
+    tokens = _generate(model, ids, 8)
+    # a token greedy decoding first reaches after at least one other token
+    k = next(i for i in range(1, len(tokens)) if tokens[i] not in tokens[:i])
     engine = Engine(model, tok, max_num_seqs=1)
-    engine.eos_token_id = engine.scheduler.eos = tokens[2]  # a token greedy decoding reaches
-    out = engine.generate([ids], SamplingParams(temperature=0, max_tokens=5), use_tqdm=False)
-    assert out[0].outputs[0].token_ids == tokens[:3] and out[0].outputs[0].finish_reason == "stop"
+    engine.eos_token_id = engine.scheduler.eos = tokens[k]
+    out = engine.generate([ids], SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
+    assert out[0].outputs[0].token_ids == tokens[: k + 1]
+    assert out[0].outputs[0].finish_reason == "stop"
     on = engine.generate([ids], GREEDY, use_tqdm=False)[0].outputs[0]
     assert len(on.token_ids) == 12 and on.finish_reason == "length"
 

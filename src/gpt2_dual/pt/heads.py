@@ -30,7 +30,7 @@ from gpt2_dual.outputs import (
 from gpt2_dual.pt import losses
 from gpt2_dual.pt.generate import GenerationMixin
 from gpt2_dual.pt.linear import Linear
-from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel
+from gpt2_dual.pt.model import GPT2Model, GPT2PreTrainedModel, empty_layers
 from gpt2_dual.pt.summary import OPS, SequenceSummary
 
 __all__ = [
@@ -57,7 +57,8 @@ class GPT2LMHeadModel(GenerationMixin, GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        with empty_layers():  # _finish_init ties it or draws it once
+            self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self._finish_init(self.lm_head)
 
     def forward(
@@ -127,8 +128,9 @@ class GPT2DoubleHeadsModel(GenerationMixin, GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        self.multiple_choice_head = SequenceSummary(config)
+        with empty_layers():  # _finish_init draws the weights once (the lm_head: tied or once)
+            self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+            self.multiple_choice_head = SequenceSummary(config)
         self._finish_init(self.lm_head, self.multiple_choice_head)
 
     def forward(
@@ -193,7 +195,8 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.qa_outputs = Linear(config.n_embd, 2)
+        with empty_layers():  # _finish_init draws the weights once
+            self.qa_outputs = Linear(config.n_embd, 2)
         self._finish_init(self.qa_outputs)
 
     def forward(
@@ -256,7 +259,8 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
-        self.score = Linear(config.n_embd, config.num_labels, bias=False)
+        with empty_layers():  # _finish_init draws the weights once
+            self.score = Linear(config.n_embd, config.num_labels, bias=False)
         self._finish_init(self.score)
 
     def forward(
@@ -324,7 +328,8 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
         super().__init__(config, attn_implementation=attn_implementation)
         self.transformer = GPT2Model(config, attn_implementation=attn_implementation)
         self.dropout = nn.Dropout(token_classifier_dropout(config))
-        self.classifier = Linear(config.n_embd, config.num_labels)
+        with empty_layers():  # _finish_init draws the weights once
+            self.classifier = Linear(config.n_embd, config.num_labels)
         self._finish_init(self.classifier)
 
     def forward(

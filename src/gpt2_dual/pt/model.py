@@ -14,6 +14,8 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -30,11 +32,12 @@ from gpt2_dual.pt.embeddings import EmbeddingsMixin, separate_tied_head
 from gpt2_dual.pt.inputs import as_tensors, check_head_inputs, check_inputs, fold, positions, unfold
 from gpt2_dual.pt.layers import MLP, Block
 from gpt2_dual.pt.linear import Conv1D, drop_kept_packs
+from gpt2_dual.pt.pretrained_io import NoInitOnMeta
 from gpt2_dual.pt.training import TrainingMixin
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GPT2Model", "GPT2PreTrainedModel"]
+__all__ = ["GPT2Model", "GPT2PreTrainedModel", "empty_layers"]
 
 
 _INIT_DOC = """Build a ``{name}`` from ``config`` with freshly initialized weights (transformers'
@@ -45,6 +48,28 @@ Args:
         is built.
     attn_implementation: ``"sdpa"`` (default), ``"eager"`` or ``"flash_attention_2"``.
 """
+
+
+@contextmanager
+def empty_layers() -> Iterator[None]:
+    """Inside, layers are built on ``meta`` with their initializers skipped: no data, no random
+    draws. The model's ``_finish_init`` then gives them storage on the default device and draws
+    each weight once (what their own constructors would draw is drawn again there)."""
+    with torch.device("meta"), NoInitOnMeta():
+        yield
+
+
+def _materialise(module: nn.Module, device: torch.device) -> None:
+    """Give ``module``'s ``meta`` parameters uninitialized storage on ``device`` (as
+    ``nn.Module.to_empty``, whose ``empty_like`` from meta imports sympy: 0.4 s)."""
+    made: dict[int, nn.Parameter] = {}  # a parameter shared inside module stays shared
+    for owner in module.modules():
+        for name, param in list(owner.named_parameters(recurse=False)):
+            if param.is_meta:
+                if id(param) not in made:
+                    data = torch.empty(param.shape, dtype=param.dtype, device=device)
+                    made[id(param)] = nn.Parameter(data, requires_grad=param.requires_grad)
+                setattr(owner, name, made[id(param)])
 
 
 @functools.cache
@@ -83,13 +108,21 @@ class GPT2PreTrainedModel(TrainingMixin, EmbeddingsMixin, nn.Module, PushToHubMi
         self.register_state_dict_post_hook(separate_tied_head)  # see embeddings.py
 
     def _finish_init(self, *modules: nn.Module) -> None:
-        """End of a subclass ``__init__``: lock sizes, initialize ``modules``, tie."""
+        """End of a subclass ``__init__``: lock sizes, tie, then give ``modules`` (built inside
+        ``empty_layers()``) storage on the default device and draw each of their weights once.
+
+        A tied ``lm_head`` takes ``wte``'s weight first and is not drawn. Under
+        ``torch.device("meta")`` (``from_pretrained``) nothing gets data: the loader fills it.
+        """
         self.config.lock_shapes(type(self).__name__)
-        if not next(self.parameters()).is_meta:  # meta: the loader fills the tensors
-            with torch.no_grad():
-                for module in modules:
-                    module.apply(self._init_module)
         self.tie_weights()
+        device = torch.get_default_device()
+        if device.type == "meta":
+            return
+        for module in modules:
+            if any(p.is_meta for p in module.parameters()):
+                _materialise(module, device)
+                self._draw(module)
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         if getattr(self, "quantization_method", None) == "bitsandbytes":  # before any change
@@ -129,18 +162,27 @@ class GPT2PreTrainedModel(TrainingMixin, EmbeddingsMixin, nn.Module, PushToHubMi
         """Whether the class has ``generate`` (the LM heads), as transformers' ``can_generate``."""
         return callable(getattr(cls, "generate", None))
 
-    def _init_module(self, module: nn.Module) -> None:
+    @torch.no_grad()
+    def _draw(self, root: nn.Module) -> None:
+        """transformers' initialization of ``root``'s parameters, each weight drawn once (a
+        tied weight too): see ``init_weights``."""
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear | Conv1D | nn.Embedding):
-            module.weight.normal_(0.0, std)
-        if isinstance(module, nn.Linear | Conv1D) and module.bias is not None:
-            module.bias.zero_()
-        if isinstance(module, nn.LayerNorm):
-            module.weight.fill_(1.0)
-            module.bias.zero_()
-        if isinstance(module, Attention | MLP):
-            # GPT-2's residual scaling: two residual additions per block.
-            module.c_proj.weight.normal_(0.0, std / math.sqrt(2 * self.config.n_layer))
+        # GPT-2's residual scaling: two residual additions per block.
+        residual = {id(m.c_proj.weight) for m in root.modules() if isinstance(m, Attention | MLP)}
+        drawn: set[int] = set()
+        for module in root.modules():
+            weight = (
+                module.weight if isinstance(module, nn.Linear | Conv1D | nn.Embedding) else None
+            )
+            if weight is not None and id(weight) not in drawn:
+                drawn.add(id(weight))
+                scale = math.sqrt(2 * self.config.n_layer) if id(weight) in residual else 1
+                weight.normal_(0.0, std / scale)
+            if isinstance(module, nn.Linear | Conv1D) and module.bias is not None:
+                module.bias.zero_()
+            if isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
 
     def init_weights(self) -> None:
         """transformers' initialization of every parameter, then ``tie_weights``.
@@ -148,8 +190,7 @@ class GPT2PreTrainedModel(TrainingMixin, EmbeddingsMixin, nn.Module, PushToHubMi
         Linear and embedding weights ~ N(0, initializer_range), biases 0, LayerNorm 1 and 0,
         ``c_proj`` weights ~ N(0, initializer_range / sqrt(2 * n_layer)).
         """
-        with torch.no_grad():
-            self.apply(self._init_module)
+        self._draw(self)
         self.tie_weights()
 
     @property
@@ -197,26 +238,27 @@ class GPT2Model(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, attn_implementation=attn_implementation)
         c = config
-        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        self.wpe = nn.Embedding(c.n_positions, c.n_embd)
-        self.drop = nn.Dropout(c.embd_pdrop)
-        self.h = nn.ModuleList(
-            Block(
-                c.n_embd, c.n_head, c.inner_dim,
-                layer_idx=i,
-                layer_norm_epsilon=c.layer_norm_epsilon,
-                activation_function=c.activation_function,
-                add_cross_attention=c.add_cross_attention,
-                resid_pdrop=c.resid_pdrop,
-                attn_pdrop=c.attn_pdrop,
-                scale_attn_weights=c.scale_attn_weights,
-                scale_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
-                reorder_and_upcast=c.reorder_and_upcast_attn,
-                backend=attn_implementation,
-            )
-            for i in range(c.n_layer)
-        )  # fmt: skip
-        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
+        with empty_layers():  # no data and no draws: _finish_init draws once
+            self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+            self.wpe = nn.Embedding(c.n_positions, c.n_embd)
+            self.drop = nn.Dropout(c.embd_pdrop)
+            self.h = nn.ModuleList(
+                Block(
+                    c.n_embd, c.n_head, c.inner_dim,
+                    layer_idx=i,
+                    layer_norm_epsilon=c.layer_norm_epsilon,
+                    activation_function=c.activation_function,
+                    add_cross_attention=c.add_cross_attention,
+                    resid_pdrop=c.resid_pdrop,
+                    attn_pdrop=c.attn_pdrop,
+                    scale_attn_weights=c.scale_attn_weights,
+                    scale_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+                    reorder_and_upcast=c.reorder_and_upcast_attn,
+                    backend=attn_implementation,
+                )
+                for i in range(c.n_layer)
+            )  # fmt: skip
+            self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
         self.gradient_checkpointing = False
         self.checkpoint_kwargs: dict[str, Any] = {"use_reentrant": False}
         self._finish_init(self)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import struct
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -248,14 +250,56 @@ def _plan_shards(state: Mapping[str, torch.Tensor], limit: int) -> list[list[str
 
 
 def _write_shard(f: io.BufferedIOBase, state: Mapping, keys: list[str], safe: bool) -> None:
+    if (
+        safe
+        and sys.byteorder == "little"
+        and all(state[k].dtype in _SAFETENSORS_CODES for k in keys)
+    ):
+        _stream_safetensors(f, [(k, state[k]) for k in keys])
+        return
     # One shard's contiguous copies at a time: transposed views become real tensors here.
     tensors = {k: state[k].contiguous().cpu() for k in keys}
-    if safe:
+    if safe:  # a dtype the streaming writer does not know (float8, ...), or big-endian
         from safetensors.torch import save
 
         f.write(save(tensors, metadata={"format": "pt"}))
     else:
         torch.save({k: t.clone() for k, t in tensors.items()}, f)  # clone: own storage each
+
+
+#: torch dtype -> safetensors dtype, in the order ``safetensors.torch.save`` lays tensors out:
+#: its ``Dtype`` enum descending (wider types first), then by key.
+_SAFETENSORS_CODES = {
+    torch.uint64: "U64", torch.int64: "I64", torch.float64: "F64", torch.float32: "F32",
+    torch.uint32: "U32", torch.int32: "I32", torch.bfloat16: "BF16", torch.float16: "F16",
+    torch.uint16: "U16", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}  # fmt: skip
+_SAFETENSORS_RANK = {dtype: rank for rank, dtype in enumerate(_SAFETENSORS_CODES)}
+
+
+def _stream_safetensors(f: io.BufferedIOBase, items: list[tuple[str, torch.Tensor]]) -> None:
+    """Write the bytes ``safetensors.torch.save(dict(items), metadata={"format": "pt"})``
+    returns, one tensor in memory at a time: the header from shapes alone, then each tensor's
+    bytes straight from a contiguous CPU copy's buffer (the tensor itself when it is one)."""
+    items = sorted(items, key=lambda item: (_SAFETENSORS_RANK[item[1].dtype], item[0]))
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key, tensor in items:
+        size = tensor.numel() * tensor.element_size()
+        code = _SAFETENSORS_CODES[tensor.dtype]
+        header[key] = {
+            "dtype": code,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors pads
+    f.write(struct.pack("<Q", len(blob)) + blob)
+    for _, tensor in items:
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        f.write(data.view(torch.uint8).numpy().data)  # bf16 too: its bytes, no copy
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:
