@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gpt2_dual._io import atomic_write_text
 from gpt2_dual.errors import InvalidInputError, TrainingError
 from gpt2_dual.train.checkpoints import (
-    atomic_write_text,
     claim_output_dir,
     clear_run,
     latest_checkpoint,

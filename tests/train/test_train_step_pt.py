@@ -292,3 +292,14 @@ def test_two_processes_equal_one_with_twice_the_batch(init, tmp_path, monkeypatc
         assert count == expected_eval[1]
         assert_close(nll / count, expected_eval[0] / count, what=f"{mode} loss_only (mean)")
         _assert_same_weights(tmp_path / mode, tmp_path / "single", mode)
+
+
+@pytest.mark.parametrize(("env", "rank"), [({}, 0), ({"RANK": "1", "WORLD_SIZE": "2"}, 1)])
+def test_process_rank_reads_torchrun(monkeypatch, env, rank):
+    from gpt2_dual.pt.train_step import process_rank
+
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert process_rank() == rank

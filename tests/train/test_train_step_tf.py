@@ -280,3 +280,17 @@ def test_bad_micro_batches_and_state(reference, tmp_path):
     with pytest.raises(TrainingError, match="optimizer.safetensors: cannot read the saved"):
         step.load_state(tmp_path)
     assert step.step == before
+
+
+@pytest.mark.parametrize(
+    ("task", "rank"), [(("chief", 0), 0), (("worker", 0), 1), (("worker", 1), 2)]
+)
+def test_process_rank_puts_the_chief_first(monkeypatch, task, rank):
+    """The rank ``gpt2-dual train`` reads before TensorFlow starts (to let one process claim
+    --output-dir and report) is ``TrainStep``'s: with a chief, worker 0 is not the main one."""
+    from gpt2_dual.tf.train_step import process_rank
+
+    cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"]}
+    config = {"cluster": cluster, "task": {"type": task[0], "index": task[1]}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert process_rank() == rank

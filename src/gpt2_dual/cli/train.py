@@ -112,7 +112,7 @@ def arguments(args: argparse.Namespace) -> TrainingArguments:
 def run(args: argparse.Namespace) -> int:
     """Run ``gpt2-dual train``; user errors raise (``gpt2_dual.cli.main`` reports them)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    from gpt2_dual.train.trainer import launched_as_main, train
+    from gpt2_dual.train.trainer import train
 
     result = train(arguments(args).validate())
     summary = {
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         "eval_loss": result.eval_loss, "eval_perplexity": result.eval_perplexity,
         "output_dir": str(result.output_dir),
     }  # fmt: skip
-    if launched_as_main():
+    if result.is_main:  # torchrun's rank 0, TF_CONFIG's first task
         if args.json:
             sys.stdout.write(json.dumps(summary) + "\n")
         else:

@@ -40,7 +40,7 @@ from torch import nn
 
 from gpt2_dual.errors import InvalidInputError, TrainingError
 
-__all__ = ["OPTIMIZERS", "StepResult", "TrainStep", "decay_parameter_names"]
+__all__ = ["OPTIMIZERS", "StepResult", "TrainStep", "decay_parameter_names", "process_rank"]
 
 logger = logging.getLogger(__name__)
 
@@ -382,6 +382,14 @@ class TrainStep:
         gc.collect()  # DDP's reducer sits in reference cycles
         dist.barrier()
         dist.destroy_process_group()
+
+
+def process_rank() -> int:
+    """This process's rank as its launcher set it (torchrun's ``RANK``; 0 alone), read before
+    any process group exists."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 def _init_distributed() -> tuple[int, int, int, bool]:

@@ -49,7 +49,7 @@ from gpt2_dual.tf.weights import load_canonical
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StepResult", "TrainStep"]
+__all__ = ["StepResult", "TrainStep", "process_rank"]
 
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # --dtype -> Keras policy
@@ -83,6 +83,17 @@ def _cluster() -> tuple[int, int] | None:
         raise InvalidInputError(
             f"TF_CONFIG={raw!r} is not a cluster with this process as chief or worker ({exc})"
         ) from None
+
+
+def process_rank() -> int:
+    """This process's rank in ``TF_CONFIG``'s order (chief first, then workers; 0 alone), the
+    rank ``TrainStep`` takes.
+
+    Raises:
+        InvalidInputError: a malformed ``TF_CONFIG``.
+    """
+    cluster = _cluster()
+    return 0 if cluster is None else cluster[0]
 
 
 def _strategy(cluster: tuple[int, int] | None) -> tf.distribute.Strategy:

@@ -22,7 +22,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from gpt2_dual import _io
 from gpt2_dual.errors import InvalidInputError, TrainingError
 
 logger = logging.getLogger(__name__)
@@ -157,11 +156,6 @@ def write_checkpoint(
         logger.info("Saved %s", final)
     barrier()
     return final
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: a reader sees the old or the new file."""
-    _io.atomic_write_text(path, text)
 
 
 def _check_writable(output_dir: Path) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from gpt2_dual._io import atomic_write_text
 from gpt2_dual.config import PRESETS, GPT2Config
 from gpt2_dual.errors import InvalidInputError, OutOfRangeError, TrainingError
 from gpt2_dual.train.args import TrainingArguments
 from gpt2_dual.train.checkpoints import (
-    atomic_write_text,
     claim_output_dir,
     clear_run,
     latest_checkpoint,
@@ -44,7 +43,7 @@ from gpt2_dual.train.schedule import learning_rate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "launched_as_main", "train"]
+__all__ = ["TrainResult", "train"]
 
 #: The most validation blocks one evaluation reads (bounded cost inside training).
 MAX_EVAL_BLOCKS = 256
@@ -62,6 +61,7 @@ class TrainResult:
         output_dir: the folder holding the final model.
         tokens_per_second: training tokens per second over this process's run (all processes).
         eval_loss, eval_perplexity: the last evaluation, or None.
+        is_main: whether this process is the job's first (the one that reports).
     """
 
     global_step: int
@@ -70,6 +70,7 @@ class TrainResult:
     tokens_per_second: float
     eval_loss: float | None = None
     eval_perplexity: float | None = None
+    is_main: bool = True
 
 
 def train(args: TrainingArguments) -> TrainResult:
@@ -84,14 +85,6 @@ def train(args: TrainingArguments) -> TrainResult:
     """
     args.validate()
     output_dir = Path(args.output_dir)
-    resume_from = None
-    if launched_as_main():  # the others look for the checkpoint once the main one has checked
-        resume_from = claim_output_dir(output_dir, resume=args.resume, overwrite=args.overwrite)
-        if args.resume and resume_from is None and (output_dir / STATE_FILE).exists():
-            raise TrainingError(
-                f"--output-dir {output_dir} holds a finished run without checkpoints; nothing to "
-                "--resume from (pass --overwrite to start over)"
-            )
     train_files = _files(args.train_file, "--train-file")
     valid_files = (
         _files(args.validation_file, "--validation-file") if args.validation_file else None
@@ -99,6 +92,14 @@ def train(args: TrainingArguments) -> TrainResult:
     config = _config(args)
     block_size = _block_size(args, config)
     tokenizer = _tokenizer(args)
+    resume_from = None
+    if _step_module(args.framework).process_rank() == 0:  # the others look once it has checked
+        resume_from = claim_output_dir(output_dir, resume=args.resume, overwrite=args.overwrite)
+        if args.resume and resume_from is None and (output_dir / STATE_FILE).exists():
+            raise TrainingError(
+                f"--output-dir {output_dir} holds a finished run without checkpoints; nothing to "
+                "--resume from (pass --overwrite to start over)"
+            )
     step = _train_step(args, config)
     try:
         return _run(args, step, tokenizer, block_size, train_files, valid_files, resume_from)
@@ -116,7 +117,7 @@ def _run(args, step, tokenizer, block_size, train_files, valid_files, resume_fro
     if valid_files is not None:
         valid = _tokens(step, valid_files, tokenizer, args, block_size, "--validation-file")
     order = BlockOrder(num_blocks(len(tokens), block_size), args.seed)
-    state = _state(args, step)
+    state = _state(args)
     if resume_from is not None:
         step.load_weights(resume_from)
         step.load_state(resume_from)
@@ -169,6 +170,7 @@ class _Loop:
             tokens_per_second=self.tokens_per_step * steps_run / elapsed if steps_run else 0.0,
             eval_loss=self.last_eval.get("eval_loss"),
             eval_perplexity=self.last_eval.get("eval_perplexity"),
+            is_main=step.is_main,
         )
 
     def _micro_batches(self, number: int) -> list[np.ndarray]:
@@ -271,23 +273,11 @@ class _Loop:
         step.barrier()
 
 
-def launched_as_main() -> bool:
-    """Whether this process is the first of its job, by the launcher's environment: torchrun's
-    ``RANK`` 0 (or none), ``TF_CONFIG``'s worker 0 (or none)."""
-    if os.environ.get("RANK", "0") != "0":
-        return False
-    tf_config = os.environ.get("TF_CONFIG")
-    if tf_config:
-        task = json.loads(tf_config).get("task", {})
-        return task.get("type", "worker") in ("worker", "chief") and task.get("index", 0) == 0
-    return True
-
-
 def _write_args(args: TrainingArguments, folder: Path) -> None:
     atomic_write_text(folder / ARGS_FILE, json.dumps(args.to_dict(), indent=2, sort_keys=True))
 
 
-def _state(args: TrainingArguments, step: Any) -> TrainerState:
+def _state(args: TrainingArguments) -> TrainerState:
     return TrainerState(
         global_step=0, epoch=0.0, max_steps=args.max_steps, logging_steps=args.logging_steps,
         eval_steps=args.eval_steps, save_steps=args.save_steps,
@@ -357,11 +347,18 @@ def _tokens(step, files, tokenizer, args, block_size: int, flag: str) -> np.ndar
     return cache.tokens
 
 
-def _train_step(args: TrainingArguments, config: GPT2Config) -> Any:
-    if args.framework == "pt":
-        from gpt2_dual.pt.train_step import TrainStep
+def _step_module(framework: str) -> Any:
+    """``gpt2_dual.pt.train_step`` or ``gpt2_dual.tf.train_step`` (imported here: only the
+    framework asked for)."""
+    if framework == "pt":
+        from gpt2_dual.pt import train_step
     else:
-        from gpt2_dual.tf.train_step import TrainStep
+        from gpt2_dual.tf import train_step
+    return train_step
+
+
+def _train_step(args: TrainingArguments, config: GPT2Config) -> Any:
+    TrainStep = _step_module(args.framework).TrainStep  # noqa: N806 (a class)
     options: dict[str, Any] = {
         "optimizer": args.optimizer, "weight_decay": args.weight_decay,
         "adam_beta1": args.adam_beta1, "adam_beta2": args.adam_beta2,
