@@ -13,11 +13,14 @@ float32 (494 MB; MKL and oneDNN, as ``bench_generate.py``) and int8 (124 MB; the
 on bf16 rows). As tokens/s they are about the most an implementation of that dtype reaches;
 each batch-1 row is given as a share of both.
 
-Errors: teacher-forced over 8 x 120 tokens (one forward per sequence: 120 rows, on the kernel),
-int8 against the float32 model of the same weights: top-1 agreement and max |logit error| /
-std(logits); beside it the issue's error budget, per-channel int8 of every product done by hand
-(numpy: ``scale = max|w| / 127``, ``round(w / scale)``, float32 products), and transformers'
-own ``TorchAoConfig`` int8 against transformers' float32.
+Errors: teacher-forced over 8 x 120 tokens, int8 against the float32 model of the same weights:
+top-1 agreement and max |logit error| / std(logits). Ours twice: one token a step through the
+cache (decoding's products, one row: the rows go in split, exact) and one forward per sequence
+(120 rows on the kernel, one bf16 part); and a bfloat16 copy of the model quantized the same
+way (its rows are bf16 already: one part, the fastest). Beside them the issue's error budget,
+per-channel int8 of every product done by hand (numpy: ``scale = max|w| / 127``,
+``round(w / scale)``, float32 products), and transformers' own ``TorchAoConfig`` int8 against
+transformers' float32.
 
     .venv/bin/python benchmarks/bench_int8.py
 Writes ``benchmarks/results/int8_<cpu family>.md``.
@@ -43,7 +46,7 @@ from gpt2_dual.config import GPT2Config  # noqa: E402
 from gpt2_dual.cpu import cpu_info  # noqa: E402
 from gpt2_dual.pt import GPT2LMHeadModel  # noqa: E402
 from gpt2_dual.pt.linear import _STATE as LINEAR  # noqa: E402
-from gpt2_dual.pt.torchao_int8 import DEQUANTIZE_ROWS, int8_path  # noqa: E402
+from gpt2_dual.pt.torchao_int8 import DEQUANTIZE_ROWS, int8_path, quantize  # noqa: E402
 from gpt2_dual.quantization import TorchAoConfig  # noqa: E402
 from machine import facts, interleaved, results_path  # noqa: E402
 
@@ -104,12 +107,26 @@ def by_hand(model):
     return ref
 
 
-def errors(reference, model, ids: torch.Tensor) -> tuple[float, float, float, float]:
-    """Of ``model`` against ``reference``: top-1 agreement, and the max, 99.99th percentile and
-    root mean square of |logit error|, each over std(logits)."""
+def logits(model, ids: torch.Tensor, decode: bool) -> torch.Tensor:
+    """Teacher-forced logits ``(R * T, V)`` of ``ids`` ``(R, T)``: one forward per sequence, or
+    (``decode``) one token a step through the cache, as generation runs its products."""
+    out = []
     with torch.inference_mode():
-        want = torch.cat([reference(row[None]).logits[0] for row in ids])
-        got = torch.cat([model(row[None]).logits[0] for row in ids])
+        for row in ids:
+            if not decode:
+                out.append(model(row[None]).logits[0])
+                continue
+            cache = None
+            for t in range(len(row)):
+                step = model(row[None, t : t + 1], past_key_values=cache, use_cache=True)
+                cache = step.past_key_values
+                out.append(step.logits[0, -1:])
+    return torch.cat(out)
+
+
+def errors(want: torch.Tensor, got: torch.Tensor) -> tuple[float, float, float, float]:
+    """Of logits ``got`` against ``want``: top-1 agreement, and the max, 99.99th percentile and
+    root mean square of |logit error|, each over std(logits)."""
     agree = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
     error, std = (got - want).abs().flatten(), want.std().item()
     tail = error.kthvalue(int(error.numel() * 0.9999)).values.item()
@@ -120,12 +137,15 @@ def errors(reference, model, ids: torch.Tensor) -> tuple[float, float, float, fl
 def paths() -> dict[str, str]:
     capability = torch.backends.cpu.get_cpu_capability()
     int8 = int8_path(cpu_info(), capability, platform.system())
-    kernel = "torch._weight_int8pack_mm, bf16 rows" if int8 == "int8pack" else "dequantized"
+    kernel = "dequantized"
+    if int8 == "int8pack":
+        kernel = "torch._weight_int8pack_mm, rows split in two bf16 parts below 4"
     ours = "oneDNN matmul" if LINEAR["onednn"] else "PyTorch addmm (MKL)"
     return {
         "transformers fp32": "PyTorch addmm (MKL)",
         "gpt2_dual.pt fp32": ours,
         "gpt2_dual.pt int8 (torchao)": f"{int8}: {kernel} (ATen {capability})",
+        "gpt2_dual.pt int8 (torchao), bfloat16 model": f"{int8}: bf16 rows (ATen {capability})",
         "transformers TorchAoConfig int8": "unquantized (its filter skips Conv1D): addmm",
     }
 
@@ -169,15 +189,27 @@ def main() -> None:
         ours.save_pretrained(folder)
         hf = transformers.GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32).eval()
         q = GPT2LMHeadModel.from_pretrained(folder, quantization_config=TorchAoConfig())
+        q_bf16 = quantize(copy.deepcopy(ours).to(torch.bfloat16), TorchAoConfig())
         hf_q = transformers.GPT2LMHeadModel.from_pretrained(
             folder,
             dtype=torch.float32,
             quantization_config=transformers.TorchAoConfig(quant_type=Int8WeightOnlyConfig()),
         ).eval()
+    want, hf_want = logits(ours, teacher, True), logits(hf, teacher, True)
     err = {
-        "by hand: numpy per-channel int8": errors(ours, by_hand(ours), teacher),
-        "gpt2_dual.pt int8 (torchao)": errors(ours, q, teacher),
-        "transformers TorchAoConfig int8": errors(hf, hf_q, teacher),
+        "by hand: numpy per-channel int8, float32 products": errors(
+            want, logits(by_hand(ours), teacher, True)
+        ),
+        "gpt2_dual.pt int8 (torchao), decode steps: rows split": errors(
+            want, logits(q, teacher, True)
+        ),
+        "gpt2_dual.pt int8 (torchao), one forward: one bf16 part": errors(
+            want, logits(q, teacher, False)
+        ),
+        "gpt2_dual.pt int8 (torchao), bfloat16 model, decode steps": errors(
+            want, logits(q_bf16, teacher, True).float()
+        ),
+        "transformers TorchAoConfig int8": errors(hf_want, logits(hf_q, teacher, True)),
     }
     table = []
     for batch in (1, 8):
@@ -186,6 +218,7 @@ def main() -> None:
             "transformers fp32": generate_call(hf, ids, hf=True),
             "gpt2_dual.pt fp32": generate_call(ours, ids, hf=False),
             "gpt2_dual.pt int8 (torchao)": generate_call(q, ids, hf=False),
+            "gpt2_dual.pt int8 (torchao), bfloat16 model": generate_call(q_bf16, ids, hf=False),
         }
         if batch == 1:
             calls["transformers TorchAoConfig int8"] = generate_call(hf_q, ids, hf=True)
@@ -201,8 +234,8 @@ def main() -> None:
         f"- torch {torch.__version__}, transformers {transformers.__version__}, torchao "
         f"{torchao.__version__}; {PROMPT} prompt + {NEW} new tokens, greedy, no eos; median of "
         f"{ROUNDS} interleaved rounds after a warm-up (min-max); errors teacher-forced over "
-        f"{TEACHER[0]} x {TEACHER[1]} tokens against the float32 model, random weights (init "
-        "0.02)",
+        f"{TEACHER[0]} x {TEACHER[1]} tokens against the float32 model's decode steps, random "
+        "weights (init 0.02)",
         "",
         "| model | kernel path | batch | tokens/s (min-max) | vs transformers fp32 | vs "
         "gpt2_dual.pt fp32 | % of int8 / fp32 floor |",

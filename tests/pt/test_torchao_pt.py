@@ -2,9 +2,10 @@
 per-channel int8 reference, the fp32 model, greedy decoding by hand and the slot decoder.
 
 Two paths compute a product (``int8_path``): PyTorch's int8 kernel, which takes the rows as
-bfloat16 and rounds its sums to bfloat16 (``y = bf16(bf16(x) @ q.T) * scale + bias``), and the
-dequantized float product. Each is checked against numpy: the dequantized one to float32, the
-kernel to the bound its two bf16 roundings allow, derived in ``_kernel_bound``. Tests of the
+bfloat16 and rounds its sums to bfloat16 (``y = bf16(bf16(x) @ q.T) * scale + bias``; fewer
+than ``SPLIT_ROWS`` rows go in as two bf16 parts, exact together), and the dequantized float
+product. Each is checked against numpy: the dequantized one to float32, the kernel to the bound
+its bf16 roundings allow, derived in ``_kernel_bound``. Tests of the
 kernel path force it on (``use_int8pack(True)``): every PyTorch build has the kernel, vectorized
 or not, with the same roundings.
 """
@@ -29,6 +30,7 @@ from gpt2_dual.pt import GPT2LMHeadModel  # noqa: E402
 from gpt2_dual.pt.slots import SlotDecoder  # noqa: E402
 from gpt2_dual.pt.torchao_int8 import (  # noqa: E402
     DEQUANTIZE_ROWS,
+    SPLIT_ROWS,
     Int8Linear,
     int8_path,
     int8_weight,
@@ -155,6 +157,37 @@ def test_kernel_product_within_two_bf16_roundings_of_numpy():
     assert not np.array_equal(got, dequantized)  # the kernel did run
 
 
+def _split_bound(x: np.ndarray, q: np.ndarray, scale: np.ndarray, ref: np.ndarray):
+    """The bound for rows sent as ``hi = bf16(x)`` and ``lo = bf16(x - hi)``: each part's
+    ``_kernel_bound`` (their sums are rounded apart), plus what ``lo`` leaves of ``x``."""
+    hi = _bf16(x).astype(np.float64)
+    lo = _bf16((x - hi).astype(np.float32)).astype(np.float64)
+    rest = np.abs(x - hi - lo) @ np.abs(q).T * scale.T
+    zero = np.zeros_like(ref)
+    return _kernel_bound(hi, q, scale, ref) + _kernel_bound(lo, q, scale, zero) + rest
+
+
+def test_few_rows_go_in_split_exact_but_for_the_sums_rounding():
+    """Decoding's products (fewer than ``SPLIT_ROWS`` rows): the rows are not rounded to bf16,
+    so the result is within the split bound of the exact product of the float32 rows, and
+    closer to it than the one-part product of the same rows."""
+    torch.manual_seed(3)
+    w, b = torch.randn(200, 64) * 0.2, torch.randn(200)
+    layer = Int8Linear.from_float(w, b)
+    q, scale = _int8_ref(w.numpy())
+    use_int8pack(True)
+    for rows in range(1, SPLIT_ROWS):
+        x = torch.randn(rows, 64)
+        with torch.no_grad():
+            got = layer(x).numpy()
+            one_part = layer(torch.cat([x, x, x, x]))[:rows].numpy()  # 4 rows or more: one part
+        x64 = x.numpy().astype(np.float64)
+        exact = x64 @ (q * scale).T + b.numpy()
+        bound = _split_bound(x64, q, scale, exact)
+        assert np.all(np.abs(got - exact) <= bound), np.max(np.abs(got - exact) / bound)
+        assert np.abs(one_part - exact).mean() > 1.2 * np.abs(got - exact).mean()
+
+
 def test_kernel_gradients_are_the_dequantized_products():
     torch.manual_seed(5)
     layer = Int8Linear.from_float(torch.randn(24, 32), torch.randn(24))
@@ -210,31 +243,53 @@ def test_logits_against_numpy_int8_reference(head, kernel):
     assert np.abs(got - want).max() < np.abs(float_logits - want).max()  # int8, not fp32
 
 
+def _decode_steps(model, ids: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced logits ``(R * T, V)`` of ``ids`` ``(R, T)``, one token a step through the
+    cache: every product has one row, as in decoding."""
+    out = []
+    for row in ids:
+        cache = None
+        for t in range(len(row)):
+            step = model(row[None, t : t + 1], past_key_values=cache, use_cache=True)
+            cache = step.past_key_values
+            out.append(step.logits[0, -1])
+    return torch.stack(out)
+
+
 def test_error_budget_gpt2_shape():
-    """The issue's budget for per-channel int8 of every product, done by hand (numpy), on a
-    gpt2-shaped model: max logit error <= 0.13 x std of fp32's logits; ours (the kernel, bf16
-    rows) must be as good as that reference, teacher-forced over 4 x 120 steps."""
+    """The issue's budget for per-channel int8 of every product, done by hand (numpy, float32
+    products), on a gpt2-shaped model: max logit error <= 0.13 x std of fp32's logits; ours
+    must be as good as that reference, teacher-forced over 3 x 80 decode steps (the kernel,
+    rows split) and over the same tokens as one forward each (the kernel, one bf16 part)."""
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_positions=128)).eval()  # 768 wide, V 50257
     ref = _reference_model(model, head=True)
-    ids = _ids(50257, 120, rows=4)
+    ids = _ids(50257, 80, rows=3)
     assert ids.shape[1] < DEQUANTIZE_ROWS  # one sequence a forward: every product on the kernel
     use_int8pack(True)
     with torch.no_grad():
-        want = torch.cat([model(row[None]).logits[0] for row in ids])
-        by_hand = torch.cat([ref(row[None]).logits[0] for row in ids])
+        want = _decode_steps(model, ids)
+        by_hand = _decode_steps(ref, ids)
         quantize(model)
-        got = torch.cat([model(row[None]).logits[0] for row in ids])
-    std, runs = want.std().item(), {"ref": by_hand, "ours": got}
+        runs = {"decode": _decode_steps(model, ids)}
+        runs["forward"] = torch.cat([model(row[None]).logits[0] for row in ids])
+    std = want.std().item()
     errors = {k: (x - want).abs().max().item() / std for k, x in runs.items()}
     rms = {k: (x - want).pow(2).mean().sqrt().item() / std for k, x in runs.items()}
     agree = {k: (x.argmax(-1) == want.argmax(-1)).float().mean().item() for k, x in runs.items()}
-    assert errors["ref"] <= 0.13 and errors["ours"] <= 0.13, errors  # seen 0.105, 0.116
-    assert rms["ours"] <= 1.1 * rms["ref"], rms  # bf16 rows add ~4% to int8's own error
+    ref_max = (by_hand - want).abs().max().item() / std
+    ref_rms = (by_hand - want).pow(2).mean().sqrt().item() / std
+    ref_agree = (by_hand.argmax(-1) == want.argmax(-1)).float().mean().item()
+    assert ref_max <= 0.13, ref_max  # the budget itself holds here (seen 0.105)
+    assert max(errors.values()) <= 0.13, errors  # and ours (seen 0.112 decode, 0.108 forward)
+    # Decoding: the rows go in exact; only the kernel's bf16 sums add to int8's own error
+    # (seen +2% rms). A forward's rows go in as one bf16 part: +4%.
+    assert rms["decode"] <= 1.03 * ref_rms and rms["forward"] <= 1.1 * ref_rms, (rms, ref_rms)
+    assert rms["decode"] < rms["forward"]  # the split does remove the rows' rounding
     # Random weights give flat logits: fp32's median top-1 margin is 0.18 x std here, so
-    # per-channel int8 done any way flips ~5% of steps (the reference: 95.8%, ours 95.2%); the
-    # issue's 98% is for gpt2's trained weights, with wide margins.
-    assert agree["ours"] >= agree["ref"] - 0.02, agree
+    # per-channel int8 done any way flips ~5% of steps; the issue's 98% is for gpt2's trained
+    # weights, with wide margins.
+    assert min(agree.values()) >= ref_agree - 0.02, (agree, ref_agree)
 
 
 @pytest.mark.parametrize("kernel", [True, False], ids=["int8pack", "dequantize"])

@@ -23,9 +23,17 @@ How a product runs (``int8_path``, by what the CPU is):
   needed: bf16 is widened by a shift) takes bfloat16 activations only on x86 (float32 ones
   run its scalar loop, 6x slower than float32 ``F.linear``), so the rows go in as bfloat16
   and the kernel's bf16 result is scaled and biased in float32:
-  ``y = bf16(bf16(x) @ q.T) * scale + bias``, float32 accumulation. Layers whose K is not a
-  multiple of 16 (the AVX-512 loop's step) and products of ``DEQUANTIZE_ROWS`` rows or more
-  (a long prompt, where the kernel's 4x4 tiles lose to a float32 GEMM) take the other path.
+  ``y = bf16(bf16(x) @ q.T) * scale + bias``, float32 accumulation. Weight-only means the
+  activations stay exact, so a product of fewer than ``SPLIT_ROWS`` float32 rows (decoding a
+  few sequences) sends each row in two bf16 parts, ``hi = bf16(x)`` and ``lo = bf16(x - hi)``
+  (together exact to about 2^-16 relative), in one call of 2M rows, and adds their sums in
+  float32; one bf16 rounding of each sum remains. The second part costs 14% of batch-1
+  decoding speed (the kernel's work per weight byte doubles); from 4 rows the kernel is
+  compute-bound and the split would halve it, so more rows go in as one bf16 part. A
+  bfloat16 model's rows are bf16 already: one part, the fastest, with bf16's error. Layers
+  whose K is not a multiple of 16 (the AVX-512 loop's step) and products of
+  ``DEQUANTIZE_ROWS`` rows or more (a long prompt, where the kernel's 4x4 tiles lose to a
+  float32 GEMM) take the other path.
 - ``"dequantize"``: ``x @ (q * scale).T + bias`` in the activations' dtype, through
   ``gpt2_dual.pt.linear``: x86 without AVX2, ATen built by MSVC (Windows: the kernel's scalar
   loop only), CUDA (whose kernel of this op is a naive loop over outputs). On a CPU it is
@@ -36,11 +44,11 @@ backward is the dequantized product's, ``dx = dy @ (q * scale)``.
 
 Measured on an AMD EPYC (Zen 4, 2 threads), one row: c_attn 768->2304 0.05 ms against float32
 ``F.linear``'s 0.13, the LM head 768->50257 2.4 ms against 11.1; greedy gpt2-small decoding at
-batch 1 2.8-3.0x transformers' float32 (2.1-2.3x ours), at batch 8 0.9-1.2x our float32: the
-kernel widens every weight once per 4 rows, so from 4 rows it is compute-bound
-(``benchmarks/results/int8_amd-epyc-zen4.md``). The bf16 rows cost a little accuracy: top-1
-agreement with float32 94.4% against 94.5% for per-channel int8 in numpy, max logit error 0.144
-against 0.127 x std.
+batch 8 0.9-1.2x our float32: the kernel widens every weight once per 4 rows, so from 4 rows
+it is compute-bound (``benchmarks/results/int8_amd-epyc-zen4.md``, with batch 1). Accuracy,
+teacher-forced decode steps of gpt2-small against float32: split rows give a max logit error of
+0.1335 x std against 0.1333 for per-channel int8 done in numpy with float32 products, rms error
+1.6% above it (the sums' bf16 rounding); one bf16 part gave 0.1365 and 3.3%.
 
 A quantized model cannot be saved: transformers has no torchao layout for GPT-2's ``Conv1D``
 (its quantizer skips them); ``save_pretrained`` raises ``QuantizedModelError``. Save the float
@@ -68,13 +76,23 @@ from gpt2_dual.quantization import TorchAoConfig, as_torchao, is_skipped
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEQUANTIZE_ROWS", "Int8Linear", "int8_path", "int8_weight", "quantize", "use_int8pack"]
+__all__ = [
+    "DEQUANTIZE_ROWS",
+    "SPLIT_ROWS",
+    "Int8Linear",
+    "int8_path",
+    "int8_weight",
+    "quantize",
+    "use_int8pack",
+]
 
 INSTALL = 'pip install "gpt2_dual[torchao]"'
 METHOD = "torchao"
 #: Products of this many rows or more dequantize (Zen 4, 2 threads, dequantizing included: the
 #: kernel is faster up to 64 rows, a float32 GEMM from about 128).
 DEQUANTIZE_ROWS = 128
+#: float32 products of fewer rows send them to the kernel split in two bf16 parts (exact rows).
+SPLIT_ROWS = 4
 #: ATen's x86 builds where the kernel is vectorized (``torch.backends.cpu.get_cpu_capability``).
 _VECTOR_X86 = ("AVX2", "AVX512")
 _X86 = ("x86_64", "amd64", "i686", "x86")
@@ -209,8 +227,17 @@ def _needs_grad(t: Tensor | None) -> bool:
 
 def _kernel(ones: Tensor, rows: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
     """``bf16(bf16(rows) @ q.T) * scale + bias`` ``(M, N)`` in ``rows``' dtype; ``ones``:
-    bf16 ``(N,)``, the kernel's own scales (ours stay float32, applied after)."""
-    y = torch._weight_int8pack_mm(rows.to(torch.bfloat16, copy=True), q, ones)
+    bf16 ``(N,)``, the kernel's own scales (ours stay float32, applied after). Fewer than
+    ``SPLIT_ROWS`` float32 rows go in split, ``hi = bf16(rows)`` and ``lo = bf16(rows - hi)``
+    stacked ``(2M, K)``, and their sums are added in float32 (module docstring)."""
+    hi = rows.to(torch.bfloat16, copy=True)
+    split = rows.dtype == torch.float32 and rows.shape[0] < SPLIT_ROWS
+    if split:
+        lo = (rows - hi).to(torch.bfloat16)
+        parts = torch._weight_int8pack_mm(torch.cat([hi, lo]), q, ones).float()
+        y = parts[: len(rows)] + parts[len(rows) :]
+    else:
+        y = torch._weight_int8pack_mm(hi, q, ones)
     y = y * scale if bias is None else torch.addcmul(bias, y, scale)
     return y.to(rows.dtype)
 
