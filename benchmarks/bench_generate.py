@@ -12,7 +12,9 @@ that many bytes of float32 weights, cold in cache (MKL and oneDNN, the faster co
 tokens/s it is about the most a float32 implementation reaches at batch 1 (XLA's fused program
 can beat it a little), and every batch-1 row is also given as a percentage of it.
 
-Rows: ``gpt2_dual.pt`` (dynamic and static cache, float32 and bfloat16), ``transformers``
+Rows: ``gpt2_dual.pt`` (dynamic and static cache, float32 and bfloat16; float32 once more on
+each CPU path, forced: ``-onednn`` keeps oneDNN-packed weights, ``-mkl`` runs PyTorch's own
+kernels, so one run on any CPU shows what its rule chose against the other), ``transformers``
 (PyTorch 4.x ``generate``, sdpa, float32 and bfloat16), ``gpt2_dual.tf`` (``generate``: one XLA
 program), ``keras_hub`` (``GPT2CausalLM.generate``, XLA on and off) and ``transformers.tf``
 (``TFGPT2LMHeadModel.generate`` under ``tf.function(jit_compile=True)``, tf-keras).
@@ -20,6 +22,8 @@ program), ``keras_hub`` (``GPT2CausalLM.generate``, XLA on and off) and ``transf
 Usage:
     python benchmarks/bench_generate.py                       # all rows, 2 threads
     python benchmarks/bench_generate.py --libraries gpt2_dual.pt transformers floor
+    python benchmarks/bench_generate.py --libraries gpt2_dual.pt transformers --breakdown
+                                              # + where each PyTorch row's time goes
 Writes ``benchmarks/results/generate_cpu_<cpu family>.md``.
 """
 
@@ -52,10 +56,15 @@ def _torch_case(dtype_name: str) -> tuple[Callable, Callable]:
 
 
 def run_gpt2_dual_pt(variant: str) -> Callable[[int], Callable[[], object]]:
+    """``cache-dtype[-path]``: ``path`` forces float32 products onto ``onednn`` (kept one-row
+    packs in ``generate``) or ``mkl`` (PyTorch's own), whatever this CPU's rule says."""
     from gpt2_dual import GPT2Config
     from gpt2_dual.pt import GPT2LMHeadModel
+    from gpt2_dual.pt.linear import use_onednn
 
-    cache, dtype_name = variant.split("-")
+    cache, dtype_name, *path = variant.split("-")
+    if path:
+        use_onednn(path[0] == "onednn")
     ids_of, dtype = _torch_case(dtype_name)
     model = GPT2LMHeadModel(GPT2Config(resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)).eval()
     model = model.to(dtype)
@@ -171,7 +180,16 @@ def run_floor(variant: str) -> Callable[[int], Callable[[], object]]:
 
 
 RUNNERS = {
-    "gpt2_dual.pt": (run_gpt2_dual_pt, ["dynamic-float32", "static-float32", "dynamic-bfloat16"]),
+    "gpt2_dual.pt": (
+        run_gpt2_dual_pt,
+        [
+            "dynamic-float32",
+            "static-float32",
+            "dynamic-bfloat16",
+            "dynamic-float32-onednn",
+            "dynamic-float32-mkl",
+        ],
+    ),  # fmt: skip
     "transformers": (run_transformers, ["dynamic-float32", "static-float32", "dynamic-bfloat16"]),
     "gpt2_dual.tf": (run_gpt2_dual_tf, ["xla"]),
     "keras_hub": (run_keras_hub, ["xla", "no-xla"]),
@@ -204,10 +222,13 @@ def worker(library: str, args: argparse.Namespace) -> None:
     runner, variants = RUNNERS[library]
     for variant in variants:
         for batch in args.batches:
-            row = dict(library=library, variant=variant, batch=batch,
-                       path=kernel_path(library, variant))  # fmt: skip
+            row = dict(library=library, variant=variant, batch=batch)
             try:
-                row.update(_time(runner(variant)(batch), batch, args.repeats))
+                call = runner(variant)(batch)  # may set the kernel path (forced variants)
+                row["path"] = kernel_path(library, variant)
+                row.update(_time(call, batch, args.repeats))
+                if args.breakdown and library in ("gpt2_dual.pt", "transformers"):
+                    row["breakdown"] = breakdown(call)
             except Exception as err:  # noqa: BLE001 - reported in the table
                 row["error"] = f"{type(err).__name__}: {str(err)[:160]}"
             sys.stdout.write(MARK + json.dumps(row) + "\n")
@@ -235,6 +256,33 @@ def kernel_path(library: str, variant: str) -> str:
     if bf16:
         return "oneDNN, packed bf16 weights" if bf16_packing_available() else "PyTorch bf16"
     return "oneDNN matmul" if _STATE["onednn"] else "PyTorch addmm (MKL)"
+
+
+#: torch.profiler op names by the part of a decode step they are (the rest: "other ops").
+PARTS = {
+    "products": ("_linear_pointwise", "addmm", "aten::mm", "aten::bmm", "int8pack", "linear"),
+    "attention": ("scaled_dot_product", "softmax", "aten::matmul"),
+    "cache": ("aten::cat", "index_copy", "index_select"),
+    "LM head argmax": ("argmax",),
+}
+
+
+def breakdown(call: Callable[[], object]) -> dict[str, float]:
+    """Where one call's time goes: each part's share of the wall time (ops' own CPU time on
+    the calling thread, by ``PARTS``), and ``outside ops`` (Python and dispatch between ops:
+    wall time less all ops' own time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        call()
+        wall = (time.perf_counter() - start) * 1e6
+    shares = dict.fromkeys([*PARTS, "other ops"], 0.0)
+    for event in prof.key_averages():
+        part = next((k for k, keys in PARTS.items() if any(n in event.key for n in keys)), None)
+        shares[part or "other ops"] += event.self_cpu_time_total / wall
+    shares["outside ops"] = max(0.0, 1 - sum(shares.values()))
+    return shares
 
 
 def _time(call: Callable[[], object], batch: int, repeats: int) -> dict:
@@ -270,7 +318,8 @@ def _run(library: str, args: argparse.Namespace) -> list[dict]:
     if library == "transformers.tf":
         env["TF_USE_LEGACY_KERAS"] = "1"
     command = [sys.executable, __file__, "--worker", library, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--batches", *map(str, args.batches)]  # fmt: skip
+               "--repeats", str(args.repeats), "--batches", *map(str, args.batches),
+               *(["--breakdown"] if args.breakdown else [])]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     rows = [json.loads(ln[len(MARK) :]) for ln in done.stdout.splitlines() if ln.startswith(MARK)]
     if done.returncode != 0 or not rows:
@@ -282,7 +331,7 @@ def _run(library: str, args: argparse.Namespace) -> list[dict]:
 def table(rows: list[dict]) -> list[str]:
     rates = [r["tokens_per_s"] for r in rows if r["library"] == "floor" and "error" not in r]
     floor = max(rates, default=None)  # the faster way this machine reads the weights
-    base = {(r["batch"], r["variant"].split("-")[-1]): r["tokens_per_s"] for r in rows
+    base = {(r["batch"], r["variant"].split("-")[1]): r["tokens_per_s"] for r in rows
             if r["library"] == "transformers" and r["variant"].startswith("dynamic")
             and "error" not in r}  # fmt: skip
     out = ["| library | variant | kernel path | batch | first call (s) | tokens/s | vs "
@@ -293,12 +342,28 @@ def table(rows: list[dict]) -> list[str]:
             out.append(f"| {r['library']} | {r['variant']} | {r.get('path', '')} | "
                        f"{r['batch']} | error: {r['error']} | | | |")  # fmt: skip
             continue
-        ref = base.get((r["batch"], r["variant"].split("-")[-1]))
+        ref = base.get((r["batch"], r["variant"].split("-")[1] if "-" in r["variant"] else ""))
         ratio = f"{r['tokens_per_s'] / ref:.2f}x" if ref and r["library"] != "floor" else ""
         pct = f"{100 * r['tokens_per_s'] / floor:.0f}%" if floor and r["batch"] == 1 else ""
         out.append(f"| {r['library']} | {r['variant']} | {r['path']} | {r['batch']} | "
                    f"{r['first_s']:.2f} | {r['tokens_per_s']:.1f} | {ratio} | {pct} |")  # fmt: skip
     return out
+
+
+def breakdown_table(rows: list[dict]) -> list[str]:
+    """``--breakdown``: each profiled row's parts as shares of one call's wall time."""
+    rows = [r for r in rows if "breakdown" in r]
+    if not rows:
+        return []
+    parts = list(rows[0]["breakdown"])
+    out = ["Where a call's time goes (torch.profiler, one call; ops' own time on the calling "
+           "thread as a share of the wall time; `outside ops` = Python and dispatch):", "",
+           "| library | variant | batch | " + " | ".join(parts) + " |",
+           "|---|---|---|" + "---|" * len(parts)]  # fmt: skip
+    for r in rows:
+        shares = " | ".join(f"{100 * r['breakdown'][p]:.1f}%" for p in parts)
+        out.append(f"| {r['library']} | {r['variant']} | {r['batch']} | {shares} |")
+    return [*out, ""]
 
 
 def main() -> None:
@@ -309,6 +374,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--breakdown", action="store_true", help="profile one call per PyTorch row: its parts"
+    )
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args)
@@ -323,7 +391,7 @@ def main() -> None:
         f"- case: gpt2-small shape, random weights, {PROMPT}-token prompt, {NEW} new tokens, "
         "greedy, no eos; median of later calls; first call includes compile/warm-up",
         f"- date: {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}", "",
-        *table(rows), "",
+        *table(rows), "", *breakdown_table(rows),
     ]  # fmt: skip
     out = args.out or Path(__file__).parent / "results" / f"generate_cpu_{cpu['family']}.md"
     out.write_text("\n".join(lines))
