@@ -251,7 +251,8 @@ def kernel_path(library: str, variant: str) -> str:
     if library == "transformers":
         blas = "MKL" if torch.backends.mkl.is_available() else "BLAS"
         return "PyTorch bf16 matmul (oneDNN)" if bf16 else f"PyTorch addmm ({blas})"
-    from gpt2_dual.pt.linear import _STATE, bf16_packing_available
+    from gpt2_dual.pt.linear import _STATE
+    from gpt2_dual.pt.packing import bf16_packing_available
 
     if bf16:
         return "oneDNN, packed bf16 weights" if bf16_packing_available() else "PyTorch bf16"

@@ -188,7 +188,8 @@ def _logits(model, ids):
 def pt_path(name: str, emulation: str) -> str:
     import torch
 
-    from gpt2_dual.pt.linear import _STATE, bf16_packing_available
+    from gpt2_dual.pt.linear import _STATE
+    from gpt2_dual.pt.packing import bf16_packing_available
 
     if name == "fp32":
         return "oneDNN sgemm" if _STATE["onednn"] else "PyTorch addmm (MKL/BLAS)"

@@ -74,7 +74,8 @@ def test_the_advice_names_the_cpu_and_the_measured_cost():
 
 def test_the_rule_agrees_with_pytorchs_own_bf16_detection_on_this_cpu():
     torch = pytest.importorskip("torch")
-    from gpt2_dual.pt.linear import bf16_packing_available, onednn_available
+    from gpt2_dual.pt.linear import onednn_available
+    from gpt2_dual.pt.packing import bf16_packing_available
 
     path = bfloat16_path(cpu.cpu_info())
     if path == "other" or not onednn_available():

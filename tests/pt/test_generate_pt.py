@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 
 import gpt2_dual.pt as gpt  # noqa: E402
 import gpt2_dual.pt.generate as generation  # noqa: E402
-from gpt2_dual.pt.linear import bf16_packing_available, onednn_by_default  # noqa: E402
+from gpt2_dual.pt.linear import onednn_by_default  # noqa: E402
+from gpt2_dual.pt.packing import bf16_packing_available  # noqa: E402
 
 PROMPT = torch.tensor([[5, 17, 42, 8, 61, 23], [70, 3, 3, 19, 88, 41]])
 GREEDY = dict(max_new_tokens=6, eos_token_id=None, pad_token_id=0)
@@ -184,7 +185,7 @@ def test_kept_packs_are_reused_until_a_weight_changes(monkeypatch):
     """generate keeps the packed copies on the model: the next call reuses them; a weight
     changed in place is repacked (the tokens follow the new weights); moving the model drops
     them."""
-    from gpt2_dual.pt.linear import _KEPT
+    from gpt2_dual.pt.packing import _KEPT
 
     model = _model()
     first = model.generate(PROMPT, **GREEDY)

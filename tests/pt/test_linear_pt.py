@@ -11,12 +11,11 @@ from frameworks import random_state  # noqa: E402
 from gpt2_dual.pt import GPT2LMHeadModel  # noqa: E402
 from gpt2_dual.pt.linear import (  # noqa: E402
     Conv1D,
-    bf16_packing_available,
     onednn_available,
     onednn_by_default,
-    packed_weights,
     use_onednn,
 )
+from gpt2_dual.pt.packing import bf16_packing_available, packed_weights  # noqa: E402
 from gpt2_dual.pt.weights import load_canonical  # noqa: E402
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="no oneDNN in this torch build")

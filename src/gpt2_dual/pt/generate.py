@@ -32,7 +32,7 @@ from gpt2_dual.generation.config import GenerationConfig, HasGenerationConfig
 from gpt2_dual.outputs import GenerateOutput
 from gpt2_dual.pt.beam import beam_search
 from gpt2_dual.pt.decode import Run, decode
-from gpt2_dual.pt.linear import packed_weights
+from gpt2_dual.pt.packing import packed_weights
 
 __all__ = ["GenerationMixin", "compiled_step"]
 
@@ -87,7 +87,7 @@ class GenerationMixin(HasGenerationConfig):
         ids_t = torch.as_tensor(ids, device=device)
         mask_t = None if mask is None else torch.as_tensor(mask, device=device)
         rows = ids_t.shape[0] * max(config.num_beams, config.num_return_sequences)
-        with packed_weights(self.modules(), rows, keep_on=self):  # CPU decoding: pt/linear.py
+        with packed_weights(self.modules(), rows, keep_on=self):  # CPU decoding: pt/packing.py
             if resolved.mode.startswith("beam"):
                 return beam_search(run, ids_t, mask_t)
             return decode(run, ids_t, mask_t)

@@ -31,7 +31,8 @@ from gpt2_dual.pt.cache import DynamicCache, StaticCache, as_cache
 from gpt2_dual.pt.embeddings import EmbeddingsMixin, separate_tied_head
 from gpt2_dual.pt.inputs import as_tensors, check_head_inputs, check_inputs, fold, positions, unfold
 from gpt2_dual.pt.layers import MLP, Block
-from gpt2_dual.pt.linear import Conv1D, drop_kept_packs
+from gpt2_dual.pt.linear import Conv1D
+from gpt2_dual.pt.packing import drop_kept_packs
 from gpt2_dual.pt.pretrained_io import NoInitOnMeta
 from gpt2_dual.pt.training import TrainingMixin
 

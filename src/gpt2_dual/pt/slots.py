@@ -37,7 +37,7 @@ import torch
 
 from gpt2_dual import _slot_checks as checks
 from gpt2_dual.pt.attention import AttentionMask
-from gpt2_dual.pt.linear import PACK_HINT, pack_weights, using_packed
+from gpt2_dual.pt.packing import PACK_HINT, pack_weights, using_packed
 
 __all__ = ["SlotCache", "SlotDecoder"]
 

@@ -19,7 +19,8 @@ Semantics, chosen to match transformers' ``Trainer`` (and, for SGD, Keras):
 
 Distribution comes from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``): gloo on CPU, nccl on CUDA. A process group that already
-exists is used as it is (and left alone by ``close``).
+exists is used as it is (and left alone by ``close``). ``pt/distributed.py`` reads the
+environment and sets up the group; ``pt/train_state.py`` holds ``save_state``'s files.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +38,15 @@ import torch.distributed as dist
 from torch import nn
 
 from gpt2_dual.errors import InvalidInputError, TrainingError
+from gpt2_dual.pt.distributed import init_distributed, process_rank
+from gpt2_dual.pt.train_state import (
+    OPTIMIZER_FILE,
+    RNG_FILE,
+    SCHEDULER_FILE,
+    read_state_file,
+    rekey,
+    state_dict_api,
+)
 
 __all__ = ["OPTIMIZERS", "StepResult", "TrainStep", "decay_parameter_names", "process_rank"]
 
@@ -46,9 +54,6 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd")
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
-OPTIMIZER_FILE = "optimizer.pt"  # optimizer.state_dict(), as transformers' Trainer writes it
-SCHEDULER_FILE = "scheduler.pt"  # a LambdaLR state dict: last_epoch = optimizer steps taken
-RNG_FILE = "rng_state_{rank}.pth"  # each process's torch generators
 
 
 @dataclass
@@ -113,7 +118,7 @@ class TrainStep:
             raise InvalidInputError(f"--optimizer {optimizer!r} is not one of {OPTIMIZERS}")
         if dtype not in _DTYPES:
             raise InvalidInputError(f"--dtype {dtype!r} is not one of {tuple(_DTYPES)}")
-        self.rank, self.world_size, local_rank, self._owns_group = _init_distributed()
+        self.rank, self.world_size, local_rank, self._owns_group = init_distributed()
         self.is_main = self.rank == 0
         self.step = 0
         self.lr_at = lr_at
@@ -292,8 +297,8 @@ class TrainStep:
             TrainingError: a file is missing or does not fit this model and optimizer.
         """
         folder = Path(folder)
-        optimizer = _load(folder / OPTIMIZER_FILE)
-        scheduler = _load(folder / SCHEDULER_FILE)
+        optimizer = read_state_file(folder / OPTIMIZER_FILE)
+        scheduler = read_state_file(folder / SCHEDULER_FILE)
         try:
             self._load_optimizer_state(optimizer)
             self.step = int(scheduler["last_epoch"])
@@ -303,7 +308,7 @@ class TrainStep:
         if not rng_path.is_file():  # more processes than the run that saved it
             logger.warning("%s is missing: dropout will not repeat the saved run", rng_path)
             return
-        rng = _load(rng_path)
+        rng = read_state_file(rng_path)
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -313,20 +318,20 @@ class TrainStep:
         FSDP2 the full state is gathered (a collective) and re-keyed from names to indices."""
         if not self.fsdp:
             return self.optimizer.state_dict()
-        api = _state_dict_api()
+        api = state_dict_api()
         options = api.StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = api.get_optimizer_state_dict(self.model, self.optimizer, options=options)
         if not self.is_main:
             return None
         index = {name: i for i, name in enumerate(self._param_names)}
-        return _rekey(full, index.__getitem__)
+        return rekey(full, index.__getitem__)
 
     def _load_optimizer_state(self, state: dict) -> None:
         if not self.fsdp:
             self.optimizer.load_state_dict(state)
             return
-        api = _state_dict_api()
-        full = _rekey(state, self._param_names.__getitem__)
+        api = state_dict_api()
+        full = rekey(state, self._param_names.__getitem__)
         options = api.StateDictOptions(full_state_dict=True)
         api.set_optimizer_state_dict(self.model, self.optimizer, full, options=options)
 
@@ -338,7 +343,7 @@ class TrainStep:
             if self.is_main:
                 self.model.save_pretrained(folder)
             return
-        api = _state_dict_api()
+        api = state_dict_api()
         options = api.StateDictOptions(full_state_dict=True, cpu_offload=True)
         state = api.get_model_state_dict(self.model, options=options)
         if self.is_main:
@@ -356,7 +361,7 @@ class TrainStep:
         if not self.fsdp:
             self.model.load_state_dict(state)
             return
-        api = _state_dict_api()
+        api = state_dict_api()
         api.set_model_state_dict(
             self.model, state, options=api.StateDictOptions(full_state_dict=True)
         )
@@ -382,51 +387,3 @@ class TrainStep:
         gc.collect()  # DDP's reducer sits in reference cycles
         dist.barrier()
         dist.destroy_process_group()
-
-
-def process_rank() -> int:
-    """This process's rank as its launcher set it (torchrun's ``RANK``; 0 alone), read before
-    any process group exists."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-
-
-def _init_distributed() -> tuple[int, int, int, bool]:
-    """``(rank, world_size, local_rank, created)`` from torchrun's environment."""
-    if dist.is_available() and dist.is_initialized():
-        local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-        return dist.get_rank(), dist.get_world_size(), local, False
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0, False
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world, local, True
-
-
-def _load(path: Path) -> Any:
-    if not path.is_file():
-        raise TrainingError(f"cannot resume: {path} is missing")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _state_dict_api() -> Any:
-    """``torch.distributed.checkpoint.state_dict``: FSDP2's full state dicts (imported only
-    when sharding: about 1 s)."""
-    from torch.distributed.checkpoint import state_dict
-
-    return state_dict
-
-
-def _rekey(state: dict, key: Callable[[Any], Any]) -> dict:
-    """An optimizer state dict with each parameter's key mapped (index <-> name)."""
-    return {
-        "state": {key(k): value for k, value in state["state"].items()},
-        "param_groups": [
-            {**group, "params": [key(k) for k in group["params"]]}
-            for group in state["param_groups"]
-        ],
-    }

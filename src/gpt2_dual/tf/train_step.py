@@ -3,7 +3,8 @@ optimizer, ``tf.distribute``. Shapes: A micro-batches, B rows each (this process
 
 Distribution: ``TF_CONFIG`` set -> ``MultiWorkerMirroredStrategy`` (ring collectives; created
 before TensorFlow runs anything); else ``MirroredStrategy`` over several GPUs, else the default
-strategy. Each process passes its own micro-batches; local replicas split their rows.
+strategy (``tf/distributed.py``). Each process passes its own micro-batches; local replicas
+split their rows.
 
 Each replica runs the forward and backward passes of every micro-batch (XLA by
 ``gpt2_dual.cpu.tf_jit_default``'s training rule on CPUs, always on GPUs) and the gradients of
@@ -19,15 +20,13 @@ as ``torch.optim.AdamW``) with torch's epsilon (``_AdamW``); ``sgd`` is Keras SG
 decoupled decay, i.e. ``torch.optim.SGD`` (no weight_decay) after ``p.mul_(1 - lr * wd)``, not
 torch's L2 term. With momentum, Keras keeps the rate inside the buffer (torch's at a constant
 rate only). Dropout draws from each layer's Keras ``SeedGenerator``: ``save_state`` keeps their
-states per process. Every replica starts from one seed, as torchrun ranks do under
-transformers' ``set_seed``.
+states per process (``tf/train_state.py``: the files). Every replica starts from one seed,
+as torchrun ranks do under transformers' ``set_seed``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from gpt2_dual.checkpoint import hf
 from gpt2_dual.cpu import tf_jit_default
 from gpt2_dual.errors import InvalidInputError, TrainingError
+from gpt2_dual.tf.distributed import make_strategy, process_rank, read_cluster
 from gpt2_dual.tf.heads import GPT2LMHeadModel
+from gpt2_dual.tf.train_state import (
+    OPTIMIZER_FILE,
+    RNG_FILE,
+    fit_arrays,
+    read_state_file,
+    seed_states,
+    variable_arrays,
+)
 from gpt2_dual.tf.training import tf_onednn_enabled
 from gpt2_dual.tf.weights import load_canonical
 
@@ -53,8 +60,6 @@ __all__ = ["StepResult", "TrainStep", "process_rank"]
 
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # --dtype -> Keras policy
-#: ``save_state``'s files: the optimizer (main process), each process's random state.
-OPTIMIZER_FILE, RNG_FILE = "optimizer.safetensors", "rng_state_{rank}.safetensors"
 
 
 @dataclass
@@ -66,45 +71,6 @@ class StepResult:
     loss: float
     grad_norm: float
     learning_rate: float
-
-
-def _cluster() -> tuple[int, int] | None:
-    """``(rank, world_size)`` from ``TF_CONFIG`` (chief first, then workers), or None."""
-    raw = os.environ.get("TF_CONFIG", "").strip()
-    if not raw:
-        return None
-    try:
-        config = json.loads(raw)
-        cluster, task = config["cluster"], config["task"]
-        order = [("chief", i) for i in range(len(cluster.get("chief", [])))]
-        order += [("worker", i) for i in range(len(cluster.get("worker", [])))]
-        return order.index((task["type"], int(task["index"]))), len(order)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InvalidInputError(
-            f"TF_CONFIG={raw!r} is not a cluster with this process as chief or worker ({exc})"
-        ) from None
-
-
-def process_rank() -> int:
-    """This process's rank in ``TF_CONFIG``'s order (chief first, then workers; 0 alone), the
-    rank ``TrainStep`` takes.
-
-    Raises:
-        InvalidInputError: a malformed ``TF_CONFIG``.
-    """
-    cluster = _cluster()
-    return 0 if cluster is None else cluster[0]
-
-
-def _strategy(cluster: tuple[int, int] | None) -> tf.distribute.Strategy:
-    if cluster is not None:
-        ring = tf.distribute.experimental.CommunicationImplementation.RING
-        options = tf.distribute.experimental.CommunicationOptions(implementation=ring)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    return tf.distribute.get_strategy()
 
 
 def _jit(purpose: str, compute_dtype: str) -> bool:
@@ -194,8 +160,8 @@ class TrainStep:
         fsdp: bool = False,
     ) -> None:
         _check_options(optimizer, dtype, gradient_checkpointing, fsdp)
-        cluster = _cluster()
-        self.strategy = _strategy(cluster)  # first: collectives are set up at startup
+        cluster = read_cluster()
+        self.strategy = make_strategy(cluster)  # first: collectives are set up at startup
         self.rank, self.world_size = cluster or (0, 1)
         self.is_main, self.step, self.lr_at, self._kind = self.rank == 0, 0, lr_at, optimizer
         self._local = self.strategy.num_replicas_in_sync // self.world_size
@@ -298,9 +264,11 @@ class TrainStep:
         dropout random state (``rng_state_<rank>.safetensors``)."""
         meta = {"step": str(self.step), "optimizer": self._kind}
         if self.is_main:
-            save_file(_arrays(self.optimizer.variables), str(Path(folder) / OPTIMIZER_FILE), meta)
+            save_file(
+                variable_arrays(self.optimizer.variables), str(Path(folder) / OPTIMIZER_FILE), meta
+            )
         rng_file = Path(folder) / RNG_FILE.format(rank=self.rank)
-        save_file(_arrays(_seed_states(self.model)), str(rng_file), meta)
+        save_file(variable_arrays(seed_states(self.model)), str(rng_file), meta)
 
     def load_state(self, folder: Path) -> None:
         """Restore what ``save_state`` wrote (after the weights: ``load_weights``); nothing is
@@ -311,14 +279,14 @@ class TrainStep:
                 optimizer, other variables, another step in the two files).
         """
         paths = (Path(folder) / OPTIMIZER_FILE, Path(folder) / RNG_FILE.format(rank=self.rank))
-        targets = (self.optimizer.variables, _seed_states(self.model))
-        (meta, opt), (rng_meta, rng) = _read(paths[0]), _read(paths[1])
+        targets = (self.optimizer.variables, seed_states(self.model))
+        (meta, opt), (rng_meta, rng) = read_state_file(paths[0]), read_state_file(paths[1])
         if meta.get("optimizer") != self._kind or meta.get("step") != rng_meta.get("step"):
             raise TrainingError(
                 f"{folder}: optimizer {meta.get('optimizer')!r} at step {meta.get('step')}, "
                 f"random state at step {rng_meta.get('step')}; this run uses {self._kind!r}"
             )
-        values = _fit(paths[0], targets[0], opt) + _fit(paths[1], targets[1], rng)
+        values = fit_arrays(paths[0], targets[0], opt) + fit_arrays(paths[1], targets[1], rng)
         for variable, value in zip(targets[0] + targets[1], values, strict=True):
             variable.assign(value)
         self.step = int(meta["step"])
@@ -415,37 +383,3 @@ def _nll_sum(model: Any) -> Callable[[tf.Tensor], tf.Tensor]:
         return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(ids[:, 1:], logits))
 
     return nll_sum
-
-
-def _seed_states(model: Any) -> list[Any]:
-    """Every Dropout ``SeedGenerator`` state of the model, in a fixed order."""
-    return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
-
-
-def _arrays(variables: list[Any]) -> dict[str, np.ndarray]:
-    """Variables as arrays keyed by position (Keras' auto-numbered names differ between runs)."""
-    return {f"{i:05d}": np.asarray(v.value.numpy()) for i, v in enumerate(variables)}
-
-
-def _read(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """(metadata, tensors) of a state file, or TrainingError naming it."""
-    try:
-        with safe_open(str(path), framework="np") as f:
-            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (OSError, ValueError) as exc:
-        raise TrainingError(f"{path}: cannot read the saved training state ({exc})") from None
-
-
-def _fit(path: Path, variables: list[Any], arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """``arrays`` in variable order, cast to the variables' dtypes, if they fit them."""
-    values = [arrays[k] for k in sorted(arrays)]
-    shapes = [tuple(v.shape) for v in variables]
-    if [a.shape for a in values] != shapes:
-        raise TrainingError(
-            f"{path}: {len(values)} saved arrays do not fit this run's {len(shapes)} "
-            f"variables (shapes {[a.shape for a in values][:4]}... vs {shapes[:4]}...)"
-        )
-    return [
-        a.astype(keras.backend.standardize_dtype(v.dtype))
-        for a, v in zip(values, variables, strict=True)
-    ]
