@@ -28,7 +28,8 @@ from gpt2_dual.checkpoint.loading import CheckpointError
 from gpt2_dual.checkpoint.safetensors_io import read_header
 from gpt2_dual.errors import InvalidInputError, MalformedFileError
 from gpt2_dual.pt.pretrained_io import _DTYPES as SAFETENSORS_DTYPES
-from gpt2_dual.quantization import QUANT_TYPES, BitsAndBytesConfig, as_quantization_config
+from gpt2_dual.quantization import BitsAndBytesConfig, as_quantization_config
+from gpt2_dual.quantization.bnb import QUANT_TYPES
 
 logger = logging.getLogger(__name__)
 

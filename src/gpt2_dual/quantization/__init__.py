@@ -12,9 +12,6 @@ from gpt2_dual.quantization.bnb import (
     is_skipped,
     modules_to_not_convert,
 )
-
-# Not in __all__ (as before the split); gpt2_dual.pt.bnb_load imports it from here.
-from gpt2_dual.quantization.bnb import QUANT_TYPES as QUANT_TYPES
 from gpt2_dual.quantization.torchao import TorchAoConfig, as_quantization_config, as_torchao
 
 __all__ = [
