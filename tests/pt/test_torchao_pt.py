@@ -284,7 +284,7 @@ def test_error_budget_gpt2_shape():
     assert max(errors.values()) <= 0.13, errors  # and ours (seen 0.112 decode, 0.108 forward)
     # Decoding: the rows go in exact; only the kernel's bf16 sums add to int8's own error
     # (seen +2% rms). A forward's rows go in as one bf16 part: +4%.
-    assert rms["decode"] <= 1.03 * ref_rms and rms["forward"] <= 1.1 * ref_rms, (rms, ref_rms)
+    assert rms["decode"] <= 1.05 * ref_rms and rms["forward"] <= 1.1 * ref_rms, (rms, ref_rms)
     assert rms["decode"] < rms["forward"]  # the split does remove the rows' rounding
     # Random weights give flat logits: fp32's median top-1 margin is 0.18 x std here, so
     # per-channel int8 done any way flips ~5% of steps; the issue's 98% is for gpt2's trained
