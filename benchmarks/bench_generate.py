@@ -329,10 +329,16 @@ def _run(library: str, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _dtype(variant: str) -> str:
+    """The dtype part of a PyTorch variant (``cache-dtype[-path]``); "" for the others."""
+    parts = variant.split("-")
+    return parts[1] if len(parts) > 1 else ""
+
+
 def table(rows: list[dict]) -> list[str]:
     rates = [r["tokens_per_s"] for r in rows if r["library"] == "floor" and "error" not in r]
     floor = max(rates, default=None)  # the faster way this machine reads the weights
-    base = {(r["batch"], r["variant"].split("-")[1]): r["tokens_per_s"] for r in rows
+    base = {(r["batch"], _dtype(r["variant"])): r["tokens_per_s"] for r in rows
             if r["library"] == "transformers" and r["variant"].startswith("dynamic")
             and "error" not in r}  # fmt: skip
     out = ["| library | variant | kernel path | batch | first call (s) | tokens/s | vs "
@@ -343,7 +349,7 @@ def table(rows: list[dict]) -> list[str]:
             out.append(f"| {r['library']} | {r['variant']} | {r.get('path', '')} | "
                        f"{r['batch']} | error: {r['error']} | | | |")  # fmt: skip
             continue
-        ref = base.get((r["batch"], r["variant"].split("-")[1] if "-" in r["variant"] else ""))
+        ref = base.get((r["batch"], _dtype(r["variant"])))
         ratio = f"{r['tokens_per_s'] / ref:.2f}x" if ref and r["library"] != "floor" else ""
         pct = f"{100 * r['tokens_per_s'] / floor:.0f}%" if floor and r["batch"] == 1 else ""
         out.append(f"| {r['library']} | {r['variant']} | {r['path']} | {r['batch']} | "

@@ -171,7 +171,7 @@ class SlotDecoder:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.kv_bytes_per_slot = self.cache.nbytes_per_slot
         # Every step reads weights packed for PACK_HINT rows where the CPU rule runs float32 on
-        # oneDNN (pt/linear.py): batched steps 22-33% faster, one-row steps 14% (kept copies).
+        # oneDNN (pt/packing.py): batched steps 22-33% faster, one-row steps 14% (kept copies).
         self.packs = pack_weights(model.modules(), rows=PACK_HINT, float32=True)
 
     @torch.inference_mode()
