@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -16,6 +17,7 @@ from cli_runner import Result, run_cli
 from gpt2_dual.checkpoint import hf
 from gpt2_dual.cli import main
 from hub_server import closed_port
+from tokenizer_refs import BUNDLED
 
 
 @pytest.fixture(autouse=True)
@@ -114,15 +116,25 @@ class _OpensAFile:
         return (open, (self.path, "w"))
 
 
-def _malicious_checkpoint(folder: Path, marker: Path) -> Path:
-    """A transformers folder (config, tokenizer) whose pytorch_model.bin, a real torch.save
-    file, creates ``marker`` when unpickled by anything but weights_only loading."""
-    import torch
-
+@pytest.fixture(scope="module")
+def config_and_tokenizer(tmp_path_factory) -> Path:
+    """A transformers folder's config and tokenizer files (each test copies them); the
+    tokenizer is the one gpt2_dual ships (what "gpt2" gives offline)."""
     from gpt2_dual import GPT2TokenizerFast
 
+    folder = tmp_path_factory.mktemp("config_and_tokenizer")
     tiny_config(vocab_size=50257).save_pretrained(folder)
-    GPT2TokenizerFast.from_pretrained("gpt2").save_pretrained(folder)
+    GPT2TokenizerFast.from_pretrained(BUNDLED).save_pretrained(folder)
+    return folder
+
+
+def _malicious_checkpoint(folder: Path, marker: Path, files: Path) -> Path:
+    """A transformers folder (config, tokenizer: copied from ``files``) whose
+    pytorch_model.bin, a real torch.save file, creates ``marker`` when unpickled by anything
+    but weights_only loading."""
+    import torch
+
+    shutil.copytree(files, folder)
     torch.save({"wte.weight": _OpensAFile(marker)}, folder / hf.BIN_WEIGHTS)
     return folder / hf.BIN_WEIGHTS
 
@@ -136,10 +148,12 @@ MALICIOUS_RUNS = {
 
 
 @pytest.mark.parametrize("command", list(MALICIOUS_RUNS))
-def test_a_malicious_pickle_is_refused_in_one_line_and_never_runs(tmp_path, command):
+def test_a_malicious_pickle_is_refused_in_one_line_and_never_runs(
+    tmp_path, command, config_and_tokenizer
+):
     torch = pytest.importorskip("torch")
     marker = tmp_path / "the-payload-ran"
-    path = _malicious_checkpoint(tmp_path / "evil", marker)
+    path = _malicious_checkpoint(tmp_path / "evil", marker, config_and_tokenizer)
     args = [a.format(src=path.parent, tmp=tmp_path) for a in MALICIOUS_RUNS[command]]
     result = gpt2_dual_cli(*args)
     assert not marker.exists()

@@ -61,18 +61,42 @@ def build(fw, head: str, config=None, **kwargs):
     return fw.build(head, config, random_state(config, head), **kwargs)
 
 
+@pytest.fixture(scope="module")
+def shared():
+    """``shared(fw, head)``: ``build(fw, head)`` made once per framework and head, for the
+    tests that only run it (a cache they make is their own; none changes the model or its
+    config). ``shared(fw, "base")`` is every head's backbone (the pooling oracles read it):
+    ``random_state`` draws each tensor from its name, so every head's state holds it."""
+    models = {}
+
+    def get(fw, head: str):
+        if (fw.name, head) not in models:
+            models[fw.name, head] = build(fw, head)
+        return models[fw.name, head]
+
+    return get
+
+
 # --------------------------------------------------------------------------- outputs
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("head", HEADS)
-def test_output_type_and_fields_follow_the_flags_only(fw, head):
-    model = build(fw, head)
+def test_output_type_and_fields_follow_the_flags_only(fw, shared, head):
+    model = shared(fw, head)
     ids, mask = batch(head)
     cached = head in CACHED_HEADS
     variants = [
         ({}, {"past_key_values"} if cached else set()),
-        ({"output_hidden_states": True}, {"hidden_states"} | ({"past_key_values"} if cached else set())),
+        (
+            {"output_hidden_states": True},
+            {"hidden_states"} | ({"past_key_values"} if cached else set()),
+        ),
         ({"output_attentions": True}, {"attentions"} | ({"past_key_values"} if cached else set())),
-        (labels_for(head, ids, mask), ({"loss"} if head != "base" else set()) | ({"mc_loss"} if head == "double_heads" else set()) | ({"past_key_values"} if cached else set())),
+        (
+            labels_for(head, ids, mask),
+            ({"loss"} if head != "base" else set())
+            | ({"mc_loss"} if head == "double_heads" else set())
+            | ({"past_key_values"} if cached else set()),
+        ),
     ]
     if cached:
         variants.append(({"use_cache": False}, set()))
@@ -84,11 +108,13 @@ def test_output_type_and_fields_follow_the_flags_only(fw, head):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("head", HEADS)
-def test_shapes(fw, head):
-    model = build(fw, head)
+def test_shapes(fw, shared, head):
+    model = shared(fw, head)
     ids, mask = batch(head)
     lead, T = lead_of(head), SEQ
-    out = fw.run(model, input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    out = fw.run(
+        model, input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True
+    )
     expected = {
         "base": {"last_hidden_state": (*lead, T, C)},
         "lm": {"logits": (*lead, T, V)},
@@ -104,9 +130,9 @@ def test_shapes(fw, head):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_one_token_without_cache_runs_quietly(fw):
+def test_one_token_without_cache_runs_quietly(fw, shared):
     # pytest turns warnings into errors: Keras' softmax warned on a one-key axis here
-    model = build(fw, "sequence_classification")
+    model = shared(fw, "sequence_classification")
     assert fw.run(model, input_ids=np.array([[5]]), use_cache=False)["logits"].shape == (1, L)
 
 
@@ -118,14 +144,11 @@ def _backbone(fw, config, state):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("padding", ["right", "left", "none"])
-def test_sequence_pooling_matches_numpy_oracle(fw, padding):
-    config = tiny_config(pad_token_id=PAD)
-    state = random_state(config, "sequence_classification")
-    model = fw.build("sequence_classification", config, state)
+def test_sequence_pooling_matches_numpy_oracle(fw, shared, padding):
+    state = random_state(tiny_config(pad_token_id=PAD), "sequence_classification")
+    model = shared(fw, "sequence_classification")
     ids, mask = batch("sequence_classification", padding)
-    hidden = fw.run(_backbone(fw, config, state), input_ids=ids, attention_mask=mask)[
-        "last_hidden_state"
-    ]
+    hidden = fw.run(shared(fw, "base"), input_ids=ids, attention_mask=mask)["last_hidden_state"]
     last = np.array([np.flatnonzero(row != PAD).max() for row in ids])  # right-most real token
     expected = hidden[np.arange(len(ids)), last] @ state["score.weight"].T
     got = fw.run(model, input_ids=ids, attention_mask=mask)["logits"]
@@ -134,12 +157,11 @@ def test_sequence_pooling_matches_numpy_oracle(fw, padding):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("given", [True, False])
-def test_multiple_choice_pooling_matches_numpy_oracle(fw, given):
-    config = tiny_config(pad_token_id=PAD)
-    state = random_state(config, "double_heads")
-    model = fw.build("double_heads", config, state)
+def test_multiple_choice_pooling_matches_numpy_oracle(fw, shared, given):
+    state = random_state(tiny_config(pad_token_id=PAD), "double_heads")
+    model = shared(fw, "double_heads")
     ids, mask = batch("double_heads")
-    hidden = fw.run(_backbone(fw, config, state), input_ids=ids, attention_mask=mask)[
+    hidden = fw.run(shared(fw, "base"), input_ids=ids, attention_mask=mask)[
         "last_hidden_state"
     ]  # (B, N, T, C)
     index = mask.sum(-1) - 1 if given else np.full(ids.shape[:-1], SEQ - 1)
@@ -165,14 +187,14 @@ SUMMARIES = [
 @pytest.mark.parametrize(
     ("kind", "changes"), SUMMARIES, ids=[f"{k}-{'-'.join(c) or 'proj1'}" for k, c in SUMMARIES]
 )
-def test_multiple_choice_summary_pools_over_tokens_numpy_oracle(fw, kind, changes):
+def test_multiple_choice_summary_pools_over_tokens_numpy_oracle(fw, shared, kind, changes):
     """(B, N, T) inputs: every summary_type pools each choice over its tokens (README: a
     documented difference from transformers, which pools over the choice axis there)."""
     config = tiny_config(pad_token_id=PAD, summary_type=kind, **changes)
     state = random_state(config, "double_heads")
     model = fw.build("double_heads", config, state)
     ids, mask = batch("double_heads", "none")
-    hidden = fw.run(_backbone(fw, config, state), input_ids=ids)["last_hidden_state"]
+    hidden = fw.run(shared(fw, "base"), input_ids=ids)["last_hidden_state"]
     index = np.random.default_rng(4).integers(0, SEQ, size=ids.shape[:-1])  # (B, N)
     pooled = {
         "last": hidden[..., -1, :],
@@ -181,7 +203,10 @@ def test_multiple_choice_summary_pools_over_tokens_numpy_oracle(fw, kind, change
         "cls_index": np.take_along_axis(hidden, index[..., None, None], axis=-2)[..., 0, :],
     }[kind]
     if config.summary_use_proj:
-        w, b = state["multiple_choice_head.summary.weight"], state["multiple_choice_head.summary.bias"]
+        w, b = (
+            state["multiple_choice_head.summary.weight"],
+            state["multiple_choice_head.summary.bias"],
+        )
         pooled = pooled @ w.T + b
     expected = np.tanh(pooled) if config.summary_activation == "tanh" else pooled
     if expected.shape[-1] == 1:
@@ -193,16 +218,21 @@ def test_multiple_choice_summary_pools_over_tokens_numpy_oracle(fw, kind, change
 
 # --------------------------------------------------------------------------- padding and cache
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("backend", ["eager", pytest.param("sdpa", marks=pytest.mark.xla_every_run)])
-def test_left_padded_row_equals_the_row_unpadded(fw, backend):
-    model = build(fw, "lm", attn_implementation=backend)
+@pytest.mark.parametrize(
+    "backend", ["eager", pytest.param("sdpa", marks=pytest.mark.xla_every_run)]
+)
+def test_left_padded_row_equals_the_row_unpadded(fw, shared, backend):
+    """The left-padded row of a batch run with ``backend`` equals the row alone, unpadded, in
+    eager attention (the same weights)."""
+    eager = shared(fw, "lm")
+    model = eager if backend == "eager" else build(fw, "lm", attn_implementation=backend)
     ids, mask = batch("lm", "left")
     row = ids[1, 3:][None]  # the real tokens of the left-padded row
-    alone = fw.run(model, input_ids=row, use_cache=True)
+    alone = fw.run(eager, input_ids=row, use_cache=True)
     batched = fw.run(model, input_ids=ids, attention_mask=mask, use_cache=True)
     assert_close(batched["logits"][1, 3:], alone["logits"][0], "float32", "prompt logits")
     nxt = np.array([[5], [7], [9]])
-    alone = fw.run(model, input_ids=nxt[1:2], past_key_values=alone["past_key_values"])
+    alone = fw.run(eager, input_ids=nxt[1:2], past_key_values=alone["past_key_values"])
     mask = np.concatenate([mask, np.ones((BATCH, 1), dtype=mask.dtype)], axis=1)
     batched = fw.run(
         model, input_ids=nxt, attention_mask=mask, past_key_values=batched["past_key_values"]
@@ -227,8 +257,8 @@ def _compare_step(head, step, full, start, stop, last, what):
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
 @pytest.mark.parametrize("padding", ["none", "right", "left"])
 @pytest.mark.parametrize("head", CACHED_HEADS)
-def test_cached_steps_equal_one_full_forward(fw, kind, padding, head):
-    model = build(fw, head)
+def test_cached_steps_equal_one_full_forward(fw, shared, kind, padding, head):
+    model = shared(fw, head)
     ids, mask = batch(head, padding)
     masked = padding != "none"
     full = fw.run(model, input_ids=ids, attention_mask=mask if masked else None, use_cache=False)
@@ -250,49 +280,100 @@ def test_cached_steps_equal_one_full_forward(fw, kind, padding, head):
 
 # --------------------------------------------------------------------------- errors
 ERRORS = [
-    (dict(input_ids=np.array([[1, 99, 2]])), r"input_ids\[0, 1\] = 99 is out of range: ids must be in \[0, vocab_size=99\)"),
-    (dict(input_ids=np.array([[1, 2], [3, -1]])), r"input_ids\[1, 1\] = -1 is out of range: ids must be in \[0, vocab_size=99\)"),
-    (dict(input_ids=np.ones((1, 25), dtype=np.int64)), r"sequence length 25 \(0 cached \+ 25 new tokens\) exceeds n_positions=24"),
-    (dict(input_ids=np.ones((1, 3), dtype=np.int64), inputs_embeds=np.zeros((1, 3, 32), np.float32)), "You cannot specify both input_ids and inputs_embeds at the same time"),
+    (
+        dict(input_ids=np.array([[1, 99, 2]])),
+        r"input_ids\[0, 1\] = 99 is out of range: ids must be in \[0, vocab_size=99\)",
+    ),
+    (
+        dict(input_ids=np.array([[1, 2], [3, -1]])),
+        r"input_ids\[1, 1\] = -1 is out of range: ids must be in \[0, vocab_size=99\)",
+    ),
+    (
+        dict(input_ids=np.ones((1, 25), dtype=np.int64)),
+        r"sequence length 25 \(0 cached \+ 25 new tokens\) exceeds n_positions=24",
+    ),
+    (
+        dict(
+            input_ids=np.ones((1, 3), dtype=np.int64),
+            inputs_embeds=np.zeros((1, 3, 32), np.float32),
+        ),
+        "You cannot specify both input_ids and inputs_embeds at the same time",
+    ),
     (dict(), "You have to specify either input_ids or inputs_embeds"),
-    (dict(input_ids=np.ones((2, 3), dtype=np.int64), attention_mask=np.ones((2, 4), dtype=np.int64)), r"attention_mask has shape \(2, 4\); expected \(2, 3\) \(batch, 0 cached \+ 3 new tokens\)"),
-    (dict(input_ids=np.ones((1, 3), dtype=np.int64), token_type_ids=np.array([[0, 120, 1]])), r"token_type_ids\[0, 1\] = 120 is out of range: ids must be in \[0, vocab_size=99\)"),
-    (dict(input_ids=np.ones((1, 3), dtype=np.int64), encoder_hidden_states=np.zeros((1, 2, 32), np.float32)), "encoder_hidden_states were given but the model has no cross-attention; build it with config.add_cross_attention=True"),
+    (
+        dict(
+            input_ids=np.ones((2, 3), dtype=np.int64),
+            attention_mask=np.ones((2, 4), dtype=np.int64),
+        ),
+        r"attention_mask has shape \(2, 4\); expected \(2, 3\) \(batch, 0 cached \+ 3 new tokens\)",
+    ),
+    (
+        dict(input_ids=np.ones((1, 3), dtype=np.int64), token_type_ids=np.array([[0, 120, 1]])),
+        r"token_type_ids\[0, 1\] = 120 is out of range: ids must be in \[0, vocab_size=99\)",
+    ),
+    (
+        dict(
+            input_ids=np.ones((1, 3), dtype=np.int64),
+            encoder_hidden_states=np.zeros((1, 2, 32), np.float32),
+        ),
+        "encoder_hidden_states were given but the model has no cross-attention; build it with config.add_cross_attention=True",
+    ),
 ]
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize(("inputs", "message"), ERRORS)
-def test_input_errors(fw, inputs, message):
+def test_input_errors(fw, shared, inputs, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
-        fw.run(build(fw, "base"), **inputs)
+        fw.run(shared(fw, "base"), **inputs)
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_encoder_mask_shape_is_checked(fw):
     config = tiny_config(add_cross_attention=True)
     model = fw.build("lm", config, random_state(config, "lm"))
-    inputs = dict(input_ids=np.ones((2, 3), dtype=np.int64), encoder_hidden_states=np.zeros((2, 5, 32), np.float32))
-    with pytest.raises(ValueError, match=r"^encoder_attention_mask has shape \(2, 4\); expected \(2, 5\) \(batch, encoder length\)$"):
+    inputs = dict(
+        input_ids=np.ones((2, 3), dtype=np.int64),
+        encoder_hidden_states=np.zeros((2, 5, 32), np.float32),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^encoder_attention_mask has shape \(2, 4\); expected \(2, 5\) \(batch, encoder length\)$",
+    ):
         fw.run(model, **inputs, encoder_attention_mask=np.ones((2, 4), dtype=np.int64))
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_cached_length_past_n_positions_is_an_error(fw):
-    model = build(fw, "lm")
+def test_cached_length_past_n_positions_is_an_error(fw, shared):
+    model = shared(fw, "lm")
     past = fw.run(model, input_ids=np.ones((1, 20), dtype=np.int64))["past_key_values"]
-    with pytest.raises(ValueError, match=r"^sequence length 25 \(20 cached \+ 5 new tokens\) exceeds n_positions=24$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^sequence length 25 \(20 cached \+ 5 new tokens\) exceeds n_positions=24$",
+    ):
         fw.run(model, input_ids=np.ones((1, 5), dtype=np.int64), past_key_values=past)
-    with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 3\); expected \(1, 21\) \(batch, 20 cached \+ 1 new tokens\)"):
-        fw.run(model, input_ids=np.ones((1, 1), dtype=np.int64), attention_mask=np.ones((1, 3), dtype=np.int64), past_key_values=past)
+    with pytest.raises(
+        ValueError,
+        match=r"attention_mask has shape \(1, 3\); expected \(1, 21\) \(batch, 20 cached \+ 1 new tokens\)",
+    ):
+        fw.run(
+            model,
+            input_ids=np.ones((1, 1), dtype=np.int64),
+            attention_mask=np.ones((1, 3), dtype=np.int64),
+            past_key_values=past,
+        )
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_sequence_classification_needs_pad_token_for_batches(fw):
     config = tiny_config()
-    model = fw.build("sequence_classification", config, random_state(config, "sequence_classification"))
+    model = fw.build(
+        "sequence_classification", config, random_state(config, "sequence_classification")
+    )
     ids, _ = batch("sequence_classification", "none")
-    with pytest.raises(ValueError, match=r"^Cannot handle batch sizes > 1 if no padding token is defined\.$"):
+    with pytest.raises(
+        ValueError, match=r"^Cannot handle batch sizes > 1 if no padding token is defined\.$"
+    ):
         fw.run(model, input_ids=ids)
     assert fw.run(model, input_ids=ids[:1])["logits"].shape == (1, L)  # one row is fine
 
@@ -315,7 +396,10 @@ def test_config_sizes_are_locked_by_the_model(fw, head):
     config = tiny_config(pad_token_id=PAD)
     fw.build(head, config)
     name = HEAD_SPECS[head].class_name
-    with pytest.raises(AttributeError, match=rf"GPT2Config.n_embd cannot change after a model was built from this config \({name}\)"):
+    with pytest.raises(
+        AttributeError,
+        match=rf"GPT2Config.n_embd cannot change after a model was built from this config \({name}\)",
+    ):
         config.n_embd = 64
     config.pad_token_id = 0  # not a size: assignable after building
 
@@ -328,14 +412,16 @@ def test_pad_token_id_set_after_building_takes_effect(fw):
     ids, mask = batch("sequence_classification", "right")
     config.pad_token_id = PAD  # the usual `model.config.pad_token_id = tokenizer.eos_token_id`
     got = fw.run(model, input_ids=ids, attention_mask=mask)["logits"]
-    hidden = fw.run(_backbone(fw, config, state), input_ids=ids, attention_mask=mask)["last_hidden_state"]
+    hidden = fw.run(_backbone(fw, config, state), input_ids=ids, attention_mask=mask)[
+        "last_hidden_state"
+    ]
     assert_close(got[1], hidden[1, SEQ - 3] @ state["score.weight"].T, "float32", "row 1")
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
-def test_reorder_cache_takes_rows_in_order(fw, kind):
-    model = build(fw, "lm")
+def test_reorder_cache_takes_rows_in_order(fw, shared, kind):
+    model = shared(fw, "lm")
     ids, _ = batch("lm")
     cache = fw.run(model, input_ids=ids, past_key_values=fw.new_cache(model, kind, BATCH, SEQ))[
         "past_key_values"

@@ -63,6 +63,23 @@ def checkpoints(tmp_path_factory):
     return folders
 
 
+@pytest.fixture(scope="module")
+def tokenizer_pair():
+    """``tokenizer_pair(prefix_space)``: the bundled GPT-2 files as (fast, pure) tokenizers,
+    loaded once per ``add_prefix_space`` (the tests only encode with them)."""
+    pairs = {}
+
+    def get(prefix_space: bool):
+        if prefix_space not in pairs:
+            pairs[prefix_space] = (
+                GPT2TokenizerFast.from_pretrained("gpt2", add_prefix_space=prefix_space),
+                GPT2Tokenizer.from_pretrained("gpt2", add_prefix_space=prefix_space),
+            )
+        return pairs[prefix_space]
+
+    return get
+
+
 _REFERENCES: dict[str, object] = {}
 
 
@@ -112,7 +129,7 @@ def test_text_classification_matches_transformers(checkpoints, framework):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_token_classification_matches_transformers(checkpoints, framework):
+def test_token_classification_matches_transformers(checkpoints, tokenizer_pair, framework):
     folder = checkpoints["tok"]
     ours = pipeline("ner", model=folder, framework=framework)
     expected = reference("token-classification", folder, TEXTS)
@@ -121,7 +138,7 @@ def test_token_classification_matches_transformers(checkpoints, framework):
     assert_same(ours(TEXTS[0]), expected[0])
     everything = reference("token-classification", folder, TEXTS[0], ignore_labels=[])
     assert_same(ours(TEXTS[0], ignore_labels=[]), everything)
-    tokens = GPT2TokenizerFast.from_pretrained("gpt2")(TEXTS[0])["input_ids"]
+    tokens = tokenizer_pair(False)[0](TEXTS[0])["input_ids"]
     assert [e["index"] for e in everything] == list(range(len(tokens)))
 
 
@@ -153,14 +170,14 @@ def test_question_answering_matches_transformers(checkpoints, framework):
 
 
 @pytest.mark.parametrize("align", [True, False])
-def test_qa_windows_and_word_spans_match_transformers_tokenizer(checkpoints, align):
+def test_qa_windows_and_word_spans_match_transformers_tokenizer(checkpoints, tokenizer_pair, align):
     """Every context token of every overflowing window maps to the characters transformers'
     fast tokenizer gives (``word_to_chars`` of its word within the window, or its offsets)."""
     question, context = "Which box?", LONG_CONTEXT + " Llanfairpwllgwyngyll antidisestablishment"
     hf = transformers.GPT2TokenizerFast.from_pretrained(checkpoints["qa"])
     enc = hf(question, context, truncation="only_second", max_length=40, stride=12,
              return_overflowing_tokens=True, return_offsets_mapping=True)  # fmt: skip
-    ours = GPT2TokenizerFast.from_pretrained("gpt2")
+    ours = tokenizer_pair(False)[0]
     q_len = len(ours.encode(question))
     ids, offsets, _ = encode_with_offsets(ours, context, add_special_tokens=False)
     words = word_ids(context, offsets) if align else None
@@ -343,9 +360,8 @@ def test_pipeline_errors(checkpoints):
     ["Hello world", " leading space", "café naïve 東京 🙂x", "a  b\n\n\tc  ", "x<|endoftext|>y"],
 )
 @pytest.mark.parametrize("prefix_space", [False, True])
-def test_offsets_from_bytes_equal_the_fast_tokenizers(text, prefix_space):
-    fast = GPT2TokenizerFast.from_pretrained("gpt2", add_prefix_space=prefix_space)
-    pure = GPT2Tokenizer.from_pretrained("gpt2", add_prefix_space=prefix_space)
+def test_offsets_from_bytes_equal_the_fast_tokenizers(tokenizer_pair, text, prefix_space):
+    fast, pure = tokenizer_pair(prefix_space)
     enc = fast(text, return_offsets_mapping=True)
     assert offsets_from_bytes(pure, text, enc["input_ids"]) == enc["offset_mapping"]
     with pytest.raises(ValueError, match="does not match the text"):

@@ -28,6 +28,14 @@ def customised(tokenizer):
     return tokenizer
 
 
+@pytest.fixture(scope="module")
+def hf_slow():
+    """transformers' GPT2Tokenizer of the bundled files (tests only encode with it)."""
+    from transformers import GPT2Tokenizer as HFSlow
+
+    return HFSlow.from_pretrained(BUNDLED)
+
+
 def copy_files(tmp_path, *names):
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -111,12 +119,18 @@ def test_save_vocabulary(cls, tmp_path):
         tok.save_vocabulary(tmp_path / "missing")
 
 
-def test_legacy_string_merges_in_tokenizer_json(cls, tmp_path):
+@pytest.fixture(scope="module")
+def legacy_merges(tmp_path_factory):
+    """The bundled tokenizer.json with its merges as "a b" strings (tokenizers < 0.20)."""
+    folder = copy_files(tmp_path_factory.mktemp("legacy"), "tokenizer_config.json")
     data = json.loads((BUNDLED / "tokenizer.json").read_text())
     data["model"]["merges"] = [" ".join(m) for m in data["model"]["merges"]]
-    (tmp_path / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
-    copy_files(tmp_path, "tokenizer_config.json")
-    tok = cls.from_pretrained(tmp_path)
+    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    return folder
+
+
+def test_legacy_string_merges_in_tokenizer_json(cls, legacy_merges):
+    tok = cls.from_pretrained(legacy_merges)
     reference = cls.from_pretrained(BUNDLED)
     for text in SAMPLES:
         assert tok.encode(text) == reference.encode(text)
@@ -128,13 +142,12 @@ def test_legacy_string_merges_in_tokenizer_json(cls, tmp_path):
     [("tokenizer.json",), ("vocab.json", "merges.txt")],
     ids=["tokenizer_json_only", "vocab_merges_only"],
 )
-def test_either_file_set_loads(cls, tmp_path, names):
+def test_either_file_set_loads(cls, tmp_path, names, hf_slow):
     tok = cls.from_pretrained(copy_files(tmp_path, *names))
-    slow = hf_tokenizers()[0]
     assert tok.model_max_length == int(1e30)  # no tokenizer_config.json: transformers' default
     assert tok.eos_token == EOT and tok.eos_token_id == 50256
     for text in SAMPLES:
-        assert tok.encode(text) == slow.encode(text)
+        assert tok.encode(text) == hf_slow.encode(text)
 
 
 def test_missing_files_error_names_folder_and_files(cls, tmp_path):
@@ -159,12 +172,19 @@ def test_bad_merges_raise(tmp_path):
         GPT2Tokenizer.from_pretrained(tmp_path)
 
 
-def test_tokenizer_json_with_normalizer_is_refused(cls, tmp_path):
+@pytest.fixture(scope="module")
+def with_normalizer(tmp_path_factory):
+    """The bundled tokenizer.json with an NFC normalizer."""
+    path = tmp_path_factory.mktemp("normalizer") / "tokenizer.json"
     data = json.loads((BUNDLED / "tokenizer.json").read_text(encoding="utf-8"))
     data["normalizer"] = {"type": "NFC"}
-    (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_tokenizer_json_with_normalizer_is_refused(cls, with_normalizer):
     with pytest.raises(ValueError, match="a normalizer is not supported by GPT-2 tokenizers"):
-        cls(tokenizer_file=tmp_path / "tokenizer.json")
+        cls(tokenizer_file=with_normalizer)
 
 
 def test_added_token_ids_must_follow_vocabulary(cls):
@@ -176,8 +196,20 @@ def test_added_token_ids_must_follow_vocabulary(cls):
         cls.from_pretrained(BUNDLED, added_tokens_decoder={60000: {"content": "<x>"}})
 
 
-def test_overrides_and_padding_side_are_saved(cls, tmp_path):
-    tok = cls.from_pretrained(BUNDLED, padding_side="left", model_max_length=64)
+@pytest.fixture(scope="module")
+def byte_level(tmp_path_factory):
+    """GPT-2's 256 byte tokens and <|endoftext|>, no merges: files that load and save in
+    milliseconds, for settings whose round trip does not depend on the vocabulary."""
+    folder = tmp_path_factory.mktemp("byte_level")
+    vocab = json.loads((BUNDLED / "vocab.json").read_text(encoding="utf-8"))
+    kept = {token: i for token, i in vocab.items() if i < 256} | {EOT: 256}
+    (folder / "vocab.json").write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return folder
+
+
+def test_overrides_and_padding_side_are_saved(cls, tmp_path, byte_level):
+    tok = cls.from_pretrained(byte_level, padding_side="left", model_max_length=64)
     tok.save_pretrained(tmp_path)
     again = cls.from_pretrained(tmp_path)
     assert (again.padding_side, again.model_max_length) == ("left", 64)

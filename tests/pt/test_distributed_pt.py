@@ -112,7 +112,9 @@ def _train_rank(head: str, mode: str, rank: int, mesh, folder: str, results: str
     dist.all_reduce(losses)
     params = _full_parameters(model)
     if rank == 0:
-        torch.save({"losses": losses / WORLD, "params": params}, Path(results) / f"{head}-{mode}.pt")
+        torch.save(
+            {"losses": losses / WORLD, "params": params}, Path(results) / f"{head}-{mode}.pt"
+        )
 
 
 def _worker(rank: int, rendezvous: str, folder: str, results: str) -> None:

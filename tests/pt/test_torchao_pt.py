@@ -65,12 +65,14 @@ def _int8_ref(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = w.astype(np.float32)
     scale = np.abs(w).max(axis=1, keepdims=True) / np.float32(127)
     scale = np.where(scale > 0, scale, np.float32(1))
-    return np.clip(np.rint(w.astype(np.float64) / scale), -127, 127), scale
+    q = w.astype(np.float64)
+    q /= scale  # in place: gpt2's head is 39M values
+    return np.clip(np.rint(q, out=q), -127, 127, out=q), scale
 
 
 def _dequantized(w: np.ndarray) -> np.ndarray:
     q, scale = _int8_ref(w)
-    return (q * scale).astype(np.float32)
+    return q.astype(np.float32) * scale  # |q| <= 127: the exact product, rounded once
 
 
 def _reference_model(model: GPT2LMHeadModel, head: bool) -> GPT2LMHeadModel:
@@ -260,7 +262,10 @@ def test_error_budget_gpt2_shape():
     """The issue's budget for per-channel int8 of every product, done by hand (numpy, float32
     products), on a gpt2-shaped model: max logit error <= 0.13 x std of fp32's logits; ours
     must be as good as that reference, teacher-forced over 3 x 80 decode steps (the kernel,
-    rows split) and over the same tokens as one forward each (the kernel, one bf16 part)."""
+    rows split) and over the same tokens as one forward each (the kernel, one bf16 part).
+    The float32 models (fp32 and the one by hand) run one forward a sequence, which gives
+    their decode steps' logits to float32 rounding (checked on the first steps; seen 3e-6
+    at std 0.55): a float32 decode step reads the 154 MB head once per token."""
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_positions=128)).eval()  # 768 wide, V 50257
     ref = _reference_model(model, head=True)
@@ -268,8 +273,9 @@ def test_error_budget_gpt2_shape():
     assert ids.shape[1] < DEQUANTIZE_ROWS  # one sequence a forward: every product on the kernel
     use_int8pack(True)
     with torch.no_grad():
-        want = _decode_steps(model, ids)
-        by_hand = _decode_steps(ref, ids)
+        want = torch.cat([model(row[None]).logits[0] for row in ids])
+        by_hand = torch.cat([ref(row[None]).logits[0] for row in ids])
+        assert_close(_decode_steps(model, ids[:1, :8]), want[:8])
         quantize(model)
         runs = {"decode": _decode_steps(model, ids)}
         runs["forward"] = torch.cat([model(row[None]).logits[0] for row in ids])

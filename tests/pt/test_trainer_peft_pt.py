@@ -140,10 +140,12 @@ print("LoRA equal")
 
 @pytest.mark.parametrize("order", ["gpt2_dual_first", "peft_first"])
 def test_lora_without_register_equals_peft_on_transformers(tmp_path, order):
-    """In a fresh process (no earlier ``register()``), either import order."""
+    """In a fresh process (no earlier ``register()``), either import order. ``USE_TF=0``:
+    transformers' image utilities, which peft imports, would import TensorFlow (5 s), which
+    nothing here uses."""
     pytest.importorskip("peft")
     script = LORA_SCRIPT.format(tests=str(TESTS), order=order, folder=str(tmp_path / "lm"))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", USE_TF="0")
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env,
         timeout=600,

@@ -124,24 +124,19 @@ def test_a_wrong_key_raises_authentication_error(server):
     assert info.value.status_code == 401
 
 
-def test_a_keras_model_serves_its_own_greedy_tokens(folder):
-    """The same app over ``gpt2_dual.tf``'s slot decoder: the folder loaded as a Keras model."""
+def test_a_keras_model_serves_the_checkpoints_greedy_tokens(folder, reference):
+    """The same app over ``gpt2_dual.tf``'s slot decoder: the folder loaded as a Keras model
+    serves the greedy tokens the PyTorch model generates from the same checkpoint."""
     pytest.importorskip("tensorflow")
-    import numpy as np
     from http_fixtures import serving
 
+    prompts = ("Hello, I'm a", "The end")
     with serving(folder, framework="tf") as live:
         assert live.engine.framework == "tf"
         with openai.OpenAI(base_url=f"{live.url}/v1", api_key=API_KEY, max_retries=0) as c:
             outs = [
-                c.completions.create(model=MODEL, prompt=p, max_tokens=6, **GREEDY)
-                for p in ("Hello, I'm a", "The end")
+                c.completions.create(model=MODEL, prompt=p, max_tokens=6, **GREEDY) for p in prompts
             ]
-        tok = live.engine.tokenizer
-        for prompt, out in zip(("Hello, I'm a", "The end"), outs, strict=True):
-            ids = tok.encode(prompt)
-            ref = live.engine.model.generate(
-                np.array([ids]), max_new_tokens=6, min_new_tokens=6, do_sample=False
-            )
-            expected = tok.decode(np.asarray(ref)[0, len(ids) :].tolist(), skip_special_tokens=True)
-            assert out.choices[0].text == expected
+    for prompt, out in zip(prompts, outs, strict=True):
+        ids = reference.tokenizer.encode(prompt)
+        assert out.choices[0].text == reference.text(reference.greedy(ids, 6)), prompt

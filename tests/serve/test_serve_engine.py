@@ -47,6 +47,15 @@ def model():
     return _model()
 
 
+@pytest.fixture(scope="module")
+def saved(model, tok, tmp_path_factory) -> str:
+    """``model`` and the tokenizer saved to a folder (read by ``Engine.from_pretrained``)."""
+    folder = tmp_path_factory.mktemp("engine_lm")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
 def _generate(model, ids: list[int], n: int) -> list[int]:
     out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
     return out[0, len(ids) :].tolist()
@@ -72,30 +81,36 @@ def test_greedy_equals_generate_in_a_changing_batch(model, tok):
 
 
 def test_keras_model_greedy_equals_its_generate_in_a_changing_batch(tok):
+    """Token prompts on a small vocabulary (the vocabulary is not what is tested here; each
+    XLA program of the slot decoder compiles faster)."""
     pytest.importorskip("tensorflow")
     import keras
 
     from gpt2_dual.tf import GPT2LMHeadModel
 
     keras.utils.set_random_seed(0)
-    config = GPT2Config(n_positions=64, n_embd=48, n_layer=3, n_head=4, initializer_range=0.3)
+    config = GPT2Config(
+        vocab_size=97, n_positions=64, n_embd=48, n_layer=3, n_head=4, initializer_range=0.3,
+        bos_token_id=96, eos_token_id=96,
+    )  # fmt: skip
     model = GPT2LMHeadModel(config)
-    engine = Engine(model, tok, max_num_seqs=3)
+    engine = Engine(model, tok, max_num_seqs=2)  # 5 prompts, 2 slots: they queue, join, leave
+    prompts = [[5, 17, 42, 8], [70, 3, 3, 19, 88, 41, 7], [33, 2], [9], [44, 60, 27]]
     lengths = [3, 9, 6, 1, 9]
     events: dict[int, list] = {i: [] for i in range(len(lengths))}
-    for i, n in enumerate(lengths):
+    for i, (ids, n) in enumerate(zip(prompts, lengths, strict=True)):
         params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
-        engine.submit(tok.encode(PROMPTS[i]), params, events[i].append)
+        engine.submit(ids, params, events[i].append)
         engine.scheduler.step()
     while not engine.scheduler.idle:
         engine.scheduler.step()
     assert engine.decoder.framework == "tf"
-    for i, n in enumerate(lengths):
-        ids = tok.encode(PROMPTS[i])
-        ref = model.generate(np.array([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
-        assert [t for e in events[i] for t in e.token_ids] == np.asarray(ref)[
-            0, len(ids) :
-        ].tolist()
+    for i, (ids, n) in enumerate(zip(prompts, lengths, strict=True)):
+        ref = model.generate(np.array([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                             jit_compile=False)  # fmt: skip
+        tokens = [t for e in events[i] for t in e.token_ids]
+        assert tokens == np.asarray(ref)[0, len(ids) :].tolist(), ids
+    assert len({t for e in events.values() for x in e for t in x.token_ids}) > len(prompts)
 
 
 def test_offline_generate_batch_and_token_prompts(model, tok):
@@ -124,10 +139,9 @@ def test_seeded_sampling_is_reproducible_whatever_runs_beside(model, tok):
     assert twice[0].outputs[0].token_ids == twice[1].outputs[0].token_ids
 
 
-def test_logprobs_equal_transformers_log_softmax(model, tok, tmp_path):
+def test_logprobs_equal_transformers_log_softmax(model, tok, saved):
     transformers = pytest.importorskip("transformers")
-    model.save_pretrained(tmp_path)
-    ref = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    ref = transformers.GPT2LMHeadModel.from_pretrained(saved).eval()
     ids = tok.encode("The quick brown fox")
     params = SamplingParams(temperature=0, max_tokens=6, logprobs=3, prompt_logprobs=2)
     out = Engine(model, tok, max_num_seqs=2).generate([ids], params, use_tqdm=False)[0]
@@ -299,23 +313,22 @@ def test_stop_lets_in_flight_requests_finish(model, tok):
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_bitsandbytes_models_serve_their_own_greedy_tokens(tok, tmp_path, bits):
+def test_bitsandbytes_models_serve_their_own_greedy_tokens(tok, saved, bits):
     pytest.importorskip("bitsandbytes")
     from gpt2_dual.quantization import BitsAndBytesConfig
 
-    _model().save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
     config = (
         BitsAndBytesConfig(load_in_8bit=True)
         if bits == 8
         else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype="float32")
     )
-    engine = Engine.from_pretrained(tmp_path, quantization_config=config, max_num_seqs=2)
+    engine = Engine.from_pretrained(saved, quantization_config=config, max_num_seqs=2)
     assert type(engine.model.transformer.h[0].attn.c_attn).__name__.startswith("Linear")
     ids = [tok.encode(p) for p in PROMPTS[:3]]
-    out = engine.generate(ids, GREEDY, use_tqdm=False)
+    greedy = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    out = engine.generate(ids, greedy, use_tqdm=False)
     for prompt, result in zip(ids, out, strict=True):
-        assert result.outputs[0].token_ids == _generate(engine.model, prompt, 12)
+        assert result.outputs[0].token_ids == _generate(engine.model, prompt, 6)
 
 
 def test_run_in_the_calling_thread_until_stop(model, tok):

@@ -114,14 +114,14 @@ def test_bfloat16_model_gives_float32_logits_close_to_float32():
     prefill runs in graph mode (the rule), on the same variables. Init std 0.1: the
     table's bfloat16 row bounds bf16 against fp32 at moderate activations (0.3 puts the
     model's own bf16 forward 0.09 off)."""
-    model = build("mixed_bfloat16", initializer_range=0.1)
+    model = build("mixed_bfloat16", initializer_range=0.1, n_layer=2)
     dec = SlotDecoder(model, 2, 24)
     assert dec.cache.keys[0].dtype == tf.uint16
-    assert dec.kv_bytes_per_slot == 2 * 3 * 4 * 24 * 12 * 2  # 16-bit keys and values
+    assert dec.kv_bytes_per_slot == 2 * 2 * 4 * 24 * 12 * 2  # 16-bit keys and values
     ids = sc.PROMPTS[1]
     first = dec.prefill(1, ids[:-1])
     got = dec.decode([1], [ids[-1]], [len(ids) - 1])[0]
-    expected = forward(build(initializer_range=0.1), ids)
+    expected = forward(build(initializer_range=0.1, n_layer=2), ids)
     assert first.dtype == got.dtype == np.float32
     assert_close(first, expected[-2], "bfloat16", what="prefill")
     assert_close(got, expected[-1], "bfloat16", what="decode")
@@ -129,7 +129,7 @@ def test_bfloat16_model_gives_float32_logits_close_to_float32():
 
 def test_keras_int8_model_runs_its_own_quantized_blocks():
     """The decoder calls the model's blocks: an int8 model's logits are its own forward's."""
-    model = build(initializer_range=0.1)
+    model = build(initializer_range=0.1, n_layer=2)
     model.quantize("int8")
     dec = SlotDecoder(model, 2, 24)
     ids = sc.PROMPTS[1]

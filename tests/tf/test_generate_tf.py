@@ -114,8 +114,10 @@ def test_xla_equals_graph_mode(ours, reference, case):
 
 
 def test_host_loop_and_streamer_equal_compiled_loop(ours, tokenizer, capsys):
+    """The host loop under XLA (the default) against the compiled loop in graph mode (XLA
+    equals graph mode for the compiled loop: ``test_xla_equals_graph_mode``)."""
     kwargs = dict(do_sample=True, seed=5, top_k=0, max_new_tokens=9, eos_token_id=None)
-    compiled = ours.generate(PROMPT[:1], **kwargs)[0]
+    compiled = ours.generate(PROMPT[:1], jit_compile=False, **kwargs)[0]
     streamed = ours.generate(PROMPT[:1], streamer=TextStreamer(tokenizer), **kwargs)[0]
     np.testing.assert_array_equal(streamed, compiled)
     assert capsys.readouterr().out == tokenizer.decode(np.asarray(compiled)) + "\n"
@@ -127,7 +129,7 @@ def test_beam_search_with_stop_strings_equals_transformers(ours, reference, toke
         next(iter(gpt2_dual.__path__)) + "/data/gpt2"
     )
     kwargs = dict(max_new_tokens=10, num_beams=3, pad_token_id=0, eos_token_id=EOS)
-    full = np.asarray(ours.generate(PROMPT, jit_compile=False, **kwargs))
+    full = theirs(reference, PROMPT, **kwargs)  # the search without stop strings
     stops = [tokenizer.decode(full[0, 9:11]), tokenizer.decode(full[1, 12:14])]
     kwargs["stop_strings"] = stops
     expected = theirs(reference, PROMPT, tokenizer=their_tokenizer, **kwargs)
@@ -148,12 +150,13 @@ def test_past_key_values_are_transformers_cache(ours, reference):
         assert_close(v, v_ref.numpy(), what=f"values of layer {layer}")
 
 
-def test_double_heads_model_generates_as_lm_head(ours, reference):
+def test_double_heads_model_generates_as_lm_head(reference):
+    """The LM head's tokens: transformers' GPT2LMHeadModel on the same checkpoint."""
     double = gtf.GPT2DoubleHeadsModel.from_pretrained(reference[1])
     assert double.generation_config.eos_token_id == EOS
-    kwargs = dict(max_new_tokens=6, num_beams=2, pad_token_id=0, jit_compile=False)
+    kwargs = dict(max_new_tokens=6, num_beams=2, pad_token_id=0)
     np.testing.assert_array_equal(
-        double.generate(PROMPT, **kwargs), ours.generate(PROMPT, **kwargs)
+        double.generate(PROMPT, jit_compile=False, **kwargs), theirs(reference, PROMPT, **kwargs)
     )
 
 

@@ -41,6 +41,9 @@ pytestmark = pytest.mark.filterwarnings(
 PAD = 98
 CHOICES = 2
 ROWS = 8  # training rows: two batches of 4
+#: Config changes of the training tests: one block (how many is not what they test; each block
+#: adds ops to every eager step and to every trace)
+TRAIN = dict(n_layer=1)
 needs_torch = pytest.mark.skipif(
     not has("torch"), reason="comparison with gpt2_dual.pt needs torch"
 )
@@ -97,17 +100,17 @@ def _accuracy_names(head: str) -> list[str]:
 
 @pytest.mark.parametrize("head", KERAS_LOSS_HEADS)
 def test_compile_with_a_keras_loss_and_accuracy(head):
-    """Two epochs on ``tf.data``, two on numpy arrays, one model: the loss goes down across
-    all four, accuracy is reported, and both sources evaluate alike (eagerly, for speed; the
-    traced steps are tested below)."""
+    """Two epochs on ``tf.data``, then one on numpy arrays, one model: the loss goes down
+    across all three, accuracy is reported, and both sources evaluate alike (eagerly, for
+    speed; the traced steps are tested below)."""
     keras.utils.set_random_seed(0)
-    model = gpt.build(head, _config())
+    model = gpt.build(head, _config(**TRAIN))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=_sparse_ce(), metrics=["accuracy"],
                   run_eagerly=True)  # fmt: skip
     x, y = _xy(head)
     losses = []
-    for source in ("tf.data", "numpy"):
-        history = model.fit(**_data(x, y, source), epochs=2, shuffle=False, verbose=0).history
+    for source, epochs in (("tf.data", 2), ("numpy", 1)):
+        history = model.fit(**_data(x, y, source), epochs=epochs, shuffle=False, verbose=0).history
         losses += history["loss"]
         for name in _accuracy_names(head):
             assert all(0.0 <= a <= 1.0 for a in history[name]), (name, history)
@@ -120,11 +123,18 @@ def test_compile_with_a_keras_loss_and_accuracy(head):
     assert type(model(x).to_output()) is OUTPUT_TYPES[head]  # calls still return the type
 
 
-@pytest.mark.parametrize("head", ["sequence_classification", "question_answering"])
-def test_compiled_loss_and_metrics_in_traced_steps(head):
+@pytest.mark.parametrize(
+    ("head", "jit_compile"), [("sequence_classification", "auto"), ("question_answering", False)]
+)
+def test_compiled_loss_and_metrics_in_traced_steps(head, jit_compile):
+    """``fit`` and ``evaluate`` in compiled steps: the default ("auto": XLA on a CPU-only
+    machine, as users get it) for the one-output head; graph mode for the two-output head
+    (the same trace, without an XLA compile of seconds; XLA fit equals graph-mode fit in
+    ``test_keras_tf.py``)."""
     keras.utils.set_random_seed(0)
-    model = gpt.build(head, _config())
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=_sparse_ce(), metrics=["accuracy"])
+    model = gpt.build(head, _config(**TRAIN))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=_sparse_ce(), metrics=["accuracy"],
+                  jit_compile=jit_compile)  # fmt: skip
     x, y = _xy(head)
     history = model.fit(**_data(x, y, "tf.data"), epochs=3, shuffle=False, verbose=0).history
     assert history["loss"][-1] < 0.9 * history["loss"][0], history["loss"]
@@ -134,7 +144,7 @@ def test_compiled_loss_and_metrics_in_traced_steps(head):
 
 def test_keras_accuracy_is_the_accuracy_of_the_logits():
     model = gpt.GPT2ForTokenClassification(_config())
-    model.compile(optimizer="sgd", loss=_sparse_ce(), metrics=["accuracy"])
+    model.compile(optimizer="sgd", loss=_sparse_ce(), metrics=["accuracy"], run_eagerly=True)
     x, y = _xy("token_classification")
     got = model.evaluate(x, y, batch_size=ROWS, verbose=0, return_dict=True)
     logits = np.asarray(model(x).logits)
@@ -146,7 +156,7 @@ def test_keras_accuracy_is_the_accuracy_of_the_logits():
 def test_qa_loss_weights_give_transformers_span_loss():
     model = gpt.GPT2ForQuestionAnswering(_config())
     model.compile(
-        optimizer="sgd", loss=_sparse_ce(), loss_weights=[0.5, 0.5]
+        optimizer="sgd", loss=_sparse_ce(), loss_weights=[0.5, 0.5], run_eagerly=True
     )  # one loss, 2 outputs
     x, (start, end) = _xy("question_answering")
     got = model.evaluate(x, (start, end), batch_size=ROWS, verbose=0, return_dict=True)
@@ -159,11 +169,11 @@ def test_qa_loss_weights_give_transformers_span_loss():
 
 def test_one_output_of_the_double_heads_alone():
     keras.utils.set_random_seed(0)
-    model = gpt.GPT2DoubleHeadsModel(_config())
+    model = gpt.GPT2DoubleHeadsModel(_config(**TRAIN))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=_sparse_ce(),
                   metrics={"mc_logits": ["accuracy"]}, run_eagerly=True)  # fmt: skip
     x, (_, mc_labels) = _xy("double_heads")
-    history = model.fit(x, {"mc_logits": mc_labels}, batch_size=4, epochs=4, verbose=0).history
+    history = model.fit(x, {"mc_logits": mc_labels}, batch_size=4, epochs=3, verbose=0).history
     assert history["loss"][-1] < 0.9 * history["loss"][0] and "accuracy" in history, history
     mc_logits = np.asarray(model(x).mc_logits)
     losses = keras.losses.sparse_categorical_crossentropy(mc_labels, mc_logits, from_logits=True)
@@ -172,9 +182,11 @@ def test_one_output_of_the_double_heads_alone():
 
 
 def test_own_loss_metrics_read_the_labels_in_the_inputs():
-    """No compiled loss: the model's loss, and metrics against its (shifted) labels."""
+    """No compiled loss: the model's loss, and metrics against its (shifted) labels, in a
+    traced step (graph mode: the labels' shift and weights are traced ops)."""
     model = gpt.GPT2LMHeadModel(_config())
-    model.compile(optimizer="sgd", metrics=["accuracy"], weighted_metrics=["accuracy"])
+    model.compile(optimizer="sgd", metrics=["accuracy"], weighted_metrics=["accuracy"],
+                  jit_compile=False)  # fmt: skip
     x, _ = _xy("lm")
     labels = x["input_ids"].copy()
     labels[:, -3:] = -100  # not counted: only weighted_metrics can skip them
@@ -201,8 +213,10 @@ def test_own_loss_metrics_read_the_labels_in_the_inputs():
     ],
 )  # fmt: skip
 def test_unusable_targets_are_refused_with_the_form_to_use(head, compile_args, y, match):
+    """Eagerly: the checks are Python in the step's loss and metrics, the same in a traced
+    step, which would first cost a trace."""
     model = gpt.build(head, _config())
-    model.compile(optimizer="sgd", **compile_args)
+    model.compile(optimizer="sgd", run_eagerly=True, **compile_args)
     x, _ = _xy(head, rows=4)
     mc = np.zeros(4, np.int32)
     y = {k: mc for k in y} if isinstance(y, dict) else (mc if y == "mc" else None)
@@ -213,7 +227,10 @@ def test_unusable_targets_are_refused_with_the_form_to_use(head, compile_args, y
 # --------------------------------------------------------------------------- predict, to_tuple
 @pytest.mark.parametrize("head", HEADS)
 def test_predict_returns_the_main_outputs(head):
+    """Eagerly, for speed: compiled ``predict`` is in ``test_keras_tf.py`` (on ``tf.data``)
+    and ``test_models_tf.py`` (XLA)."""
     model = gpt.build(head, _config())
+    model.compile(run_eagerly=True)
     x, _ = _xy(head)
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(4)
     expected = model(x)

@@ -32,6 +32,9 @@ pytestmark = pytest.mark.filterwarnings(
 PAD = 98
 LOSS_HEADS = tuple(h for h in HEADS if h != "base")
 CHOICES = 2
+#: Config changes of the training tests: one block (how many is not what they test; each block
+#: adds ops to every eager step and to every trace)
+TRAIN = dict(n_layer=1)
 
 
 def _config(**changes):
@@ -134,9 +137,9 @@ def _dataset(head: str, batch: int = 8) -> tf.data.Dataset:
 def test_fit_with_the_models_own_loss_lowers_it(head):
     """Every head trains on its own loss; eagerly here (tracing is covered below, for speed)."""
     keras.utils.set_random_seed(0)
-    model = gpt.build(head, _config())
+    model = gpt.build(head, _config(**TRAIN))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
-    losses = model.fit(_dataset(head), epochs=4, verbose=0, shuffle=False).history["loss"]
+    losses = model.fit(_dataset(head), epochs=3, verbose=0, shuffle=False).history["loss"]
     assert losses[-1] < 0.9 * losses[0], losses
 
 
@@ -144,7 +147,7 @@ def test_fit_under_xla_matches_fit_in_graph_mode():
     runs = []
     for jit in (False, True):
         keras.utils.set_random_seed(0)
-        model = gpt.GPT2LMHeadModel(_config())
+        model = gpt.GPT2LMHeadModel(_config(**TRAIN))
         model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit)
         history = model.fit(_dataset("lm"), epochs=3, verbose=0, shuffle=False)
         runs.append(history.history["loss"])

@@ -47,6 +47,11 @@ def fast() -> GPT2TokenizerFast:
     return GPT2TokenizerFast.from_pretrained("gpt2")
 
 
+@pytest.fixture(scope="module")
+def slow() -> GPT2Tokenizer:
+    return GPT2Tokenizer.from_pretrained("gpt2")
+
+
 def _expected(tok, texts, length, start=True, end=True, pad=0):
     """Packing by hand from the tokenizer's own ids: (B, T) ids and mask."""
     ids = np.full((len(texts), length), pad, np.int32)
@@ -59,11 +64,11 @@ def _expected(tok, texts, length, start=True, end=True, pad=0):
 
 
 # --------------------------------------------------------------------------- packing
-@pytest.mark.parametrize("tok_cls", [GPT2TokenizerFast, GPT2Tokenizer])
+@pytest.mark.parametrize("tok_name", ["fast", "slow"])
 @pytest.mark.parametrize(("start", "end"), START_END)
-def test_ids_are_our_tokenizers_packed(tok_cls, start, end):
+def test_ids_are_our_tokenizers_packed(request, tok_name, start, end):
     """Both tokenizers, all start/end options, texts shorter and longer than T (truncated)."""
-    tok = tok_cls.from_pretrained("gpt2")
+    tok = request.getfixturevalue(tok_name)
     pre = GPT2Preprocessor(tok, sequence_length=12, add_start_token=start, add_end_token=end)
     out = pre(TEXTS)
     ids, mask = _expected(tok, TEXTS, 12, start, end)
@@ -182,6 +187,8 @@ def test_matches_keras_hub_preprocessors(fast, hub_tokenizer, start, end):
 
 # --------------------------------------------------------------------------- fit
 CORPUS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"] * 4
+#: One block: how many is not what these test (the vocabulary is: the tokenizer's ids)
+FIT_LAYERS = 1
 
 
 def _fit_losses(model, ds) -> list[float]:
@@ -189,12 +196,14 @@ def _fit_losses(model, ds) -> list[float]:
 
 
 def test_fit_with_a_keras_loss_on_preprocessed_text(fast):
+    """Eagerly, for speed (a Keras loss in traced steps: ``test_keras_habits_tf.py``)."""
     keras.utils.set_random_seed(0)
-    model = GPT2LMHeadModel(tiny_config(vocab_size=fast.vocab_size))
+    model = GPT2LMHeadModel(tiny_config(vocab_size=fast.vocab_size, n_layer=FIT_LAYERS))
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=["sparse_categorical_accuracy"],
+        run_eagerly=True,
     )
     pre = GPT2CausalLMPreprocessor(fast, sequence_length=10)
     ds = tf.data.Dataset.from_tensor_slices(CORPUS).batch(4).map(pre)
@@ -203,9 +212,10 @@ def test_fit_with_a_keras_loss_on_preprocessed_text(fast):
 
 
 def test_fit_with_the_models_own_loss_on_preprocessed_text(fast):
+    """Eagerly, for speed (the model's own loss in traced steps: ``test_keras_tf.py``)."""
     keras.utils.set_random_seed(0)
-    model = GPT2LMHeadModel(tiny_config(vocab_size=fast.vocab_size))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model = GPT2LMHeadModel(tiny_config(vocab_size=fast.vocab_size, n_layer=FIT_LAYERS))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
     pre = GPT2Preprocessor(fast, sequence_length=11, return_labels=True)
     ds = tf.data.Dataset.from_tensor_slices(CORPUS).batch(4).map(pre)
     losses = _fit_losses(model, ds)

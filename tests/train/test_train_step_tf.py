@@ -6,6 +6,13 @@ module fixture) is compared with: a plain PyTorch loop (transformers' recipe wri
 the same initial weights; 2 micro-batches of B=2; 2 worker processes under
 ``MultiWorkerMirroredStrategy`` x B=2; bf16 mixed precision. SGD gets its own comparison with
 PyTorch SGD. Dropout is 0 except in the resume test.
+
+On a CPU the step runs under XLA (``gpt2_dual.cpu.tf_jit_default``), a compile of seconds per
+``TrainStep``: the reference, accumulation, bf16, two-worker and resume runs keep it (the resume
+test is the one XLA step with dropout, whose random state must survive the restart); the SGD
+test runs in graph mode (``GPT2_DUAL_TF_JIT=0``): the SGD update is the same code either way,
+XLA only compiles it, and ``test_cli_train.py`` compares XLA SGD with PyTorch SGD through
+``gpt2-dual train``.
 """
 
 from __future__ import annotations
@@ -130,7 +137,13 @@ def _max_diff(a: dict, b: dict, *, adam: bool = False) -> float:
     return worst
 
 
-def test_sgd_equals_pytorch_sgd(init_dir):
+@pytest.fixture
+def graph_mode(monkeypatch):
+    """TrainSteps built in the test run their step in graph mode, not XLA (module docstring)."""
+    monkeypatch.setenv("GPT2_DUAL_TF_JIT", "0")
+
+
+def test_sgd_equals_pytorch_sgd(init_dir, graph_mode):
     step = _step(init_dir, "sgd")
     results = [step([ids]) for ids in _batches(10)]
     losses, norms, pt_state = _torch_run(init_dir, "sgd", 10)
