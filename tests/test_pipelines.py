@@ -16,6 +16,8 @@ import warnings
 
 import pytest
 
+from cases import ATOL as TOLERANCE
+from cases import assert_close
 from frameworks import has
 from gpt2_dual import GPT2Tokenizer, GPT2TokenizerFast, pipeline
 from gpt2_dual.pipelines.base import encode_with_offsets, offsets_from_bytes, word_ids
@@ -23,7 +25,7 @@ from gpt2_dual.pipelines.qa import char_span, window_starts
 
 transformers = pytest.importorskip("transformers")
 
-ATOL = 1e-5
+ATOL = TOLERANCE["float32"]  # pipeline outputs are float32 scores and logits
 FRAMEWORKS = [
     pytest.param("pt", marks=pytest.mark.skipif(not has("torch"), reason="no torch")),
     pytest.param("tf", marks=pytest.mark.skipif(not has("tensorflow"), reason="no tensorflow")),
@@ -289,7 +291,7 @@ def test_pt_dtype_and_device(checkpoints):
     assert pipe.model.dtype == torch.bfloat16 and pipe.model.device.type == "cpu"
     full = pipeline("text-classification", model=folder, framework="pt")(TEXTS[1], top_k=None)
     half = pipe(TEXTS[1], top_k=None)
-    assert [r["score"] for r in half] == pytest.approx([r["score"] for r in full], abs=0.02)
+    assert_close([r["score"] for r in half], [r["score"] for r in full], "bfloat16")
     with pytest.raises(ValueError, match="floating torch dtype"):
         pipeline("text-classification", model=folder, framework="pt", dtype="int8")
 
