@@ -10,7 +10,7 @@ import pytest
 
 from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
 from gpt2_dual.tokenizer.slow import GPT2Tokenizer
-from tokenizer_refs import BUNDLED, EOT, TEXTS, hf_tokenizers
+from tokenizer_refs import BUNDLED, EOT, TEXTS, hf_tokenizers, write_cut_vocabulary
 
 CLASSES = [GPT2Tokenizer, GPT2TokenizerFast]
 SAMPLES = [TEXTS["prose"], TEXTS["emoji"], TEXTS["endoftext"], "a <pad> b", "xnew toky"]
@@ -198,14 +198,9 @@ def test_added_token_ids_must_follow_vocabulary(cls):
 
 @pytest.fixture(scope="module")
 def byte_level(tmp_path_factory):
-    """GPT-2's 256 byte tokens and <|endoftext|>, no merges: files that load and save in
-    milliseconds, for settings whose round trip does not depend on the vocabulary."""
-    folder = tmp_path_factory.mktemp("byte_level")
-    vocab = json.loads((BUNDLED / "vocab.json").read_text(encoding="utf-8"))
-    kept = {token: i for token, i in vocab.items() if i < 256} | {EOT: 256}
-    (folder / "vocab.json").write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return folder
+    """GPT-2's 256 byte tokens and <|endoftext|>, no merges (``write_cut_vocabulary``), for
+    settings whose round trip does not depend on the vocabulary."""
+    return write_cut_vocabulary(tmp_path_factory.mktemp("byte_level"), 0)
 
 
 def test_overrides_and_padding_side_are_saved(cls, tmp_path, byte_level):

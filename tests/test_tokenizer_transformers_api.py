@@ -19,7 +19,7 @@ from gpt2_dual.errors import InvalidInputError, MalformedFileError
 from gpt2_dual.tokenizer.fast import GPT2TokenizerFast
 from gpt2_dual.tokenizer.slow import GPT2Tokenizer
 from hub_server import hf_env_fixture, hub_fixture  # noqa: F401
-from tokenizer_refs import BUNDLED, EOT, hf_tokenizers
+from tokenizer_refs import BUNDLED, EOT, hf_tokenizers, write_cut_vocabulary
 
 CLASSES = [GPT2Tokenizer, GPT2TokenizerFast]
 
@@ -63,22 +63,10 @@ SMALL_MERGES = 40
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """GPT-2's three files cut to its 256 byte tokens, its first ``SMALL_MERGES`` merges and
-    ``<|endoftext|>``: for options and files where the vocabulary's size plays no part (one
-    tokenizer of the full vocabulary takes ~0.3 s to load and ~0.7 s to save)."""
-    folder = tmp_path_factory.mktemp("small")
-    vocab = json.loads((BUNDLED / "vocab.json").read_text(encoding="utf-8"))
-    merges = (BUNDLED / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]
-    kept = {t: i for t, i in vocab.items() if i < 256 + SMALL_MERGES}
-    assert list(kept)[256:] == [m.replace(" ", "") for m in merges[:SMALL_MERGES]]
-    kept[EOT] = len(kept)
-    (folder / "vocab.json").write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
-    lines = ["#version: 0.2", *merges[:SMALL_MERGES]]
-    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config = json.loads((BUNDLED / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["added_tokens_decoder"] = {str(kept[EOT]): config["added_tokens_decoder"]["50256"]}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    return folder
+    """GPT-2's files cut to its byte tokens, its first ``SMALL_MERGES`` merges and
+    ``<|endoftext|>`` (``write_cut_vocabulary``), for options and files where the vocabulary's
+    size plays no part."""
+    return write_cut_vocabulary(tmp_path_factory.mktemp("small"), SMALL_MERGES, config=True)
 
 
 def load(cls, folder=BUNDLED, **kwargs):

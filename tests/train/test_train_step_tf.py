@@ -31,6 +31,7 @@ pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
 from gpt2_dual import GPT2Config  # noqa: E402
+from gpt2_dual.cpu import ENV_TF_JIT  # noqa: E402
 from gpt2_dual.errors import InvalidInputError, TrainingError  # noqa: E402
 from gpt2_dual.tf import GPT2LMHeadModel  # noqa: E402
 from gpt2_dual.tf.train_step import TrainStep  # noqa: E402
@@ -140,7 +141,7 @@ def _max_diff(a: dict, b: dict, *, adam: bool = False) -> float:
 @pytest.fixture
 def graph_mode(monkeypatch):
     """TrainSteps built in the test run their step in graph mode, not XLA (module docstring)."""
-    monkeypatch.setenv("GPT2_DUAL_TF_JIT", "0")
+    monkeypatch.setenv(ENV_TF_JIT, "0")
 
 
 def test_sgd_equals_pytorch_sgd(init_dir, graph_mode):
